@@ -1,0 +1,3 @@
+module go-leaky
+
+go 1.19

@@ -1,0 +1,3 @@
+from gotrace.cli import main
+
+main()

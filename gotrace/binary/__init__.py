@@ -1,0 +1,1 @@
+"""Reading Go binaries: ELF, build info, pclntab, DWARF, instructions. No kernel, no live process."""

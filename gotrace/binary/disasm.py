@@ -1,0 +1,107 @@
+"""Decode x86-64 Go functions to place probes on instructions the kernel emulates.
+
+A uprobe on an instruction the kernel cannot emulate is single-stepped out of line: ~20x the
+cost (engineering-notes §2). Go functions start with the stack-bound check
+`cmp rsp, [r14+0x10]` (not emulable) followed by `jbe` (emulable), and the registers at the
+`jbe` still hold the arguments, so the conditional jump of the prologue is where entry probes
+go. A probe must sit on an instruction boundary: an address inside an instruction corrupts
+the target, which is why offsets are always decoded, never guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import capstone
+from capstone import x86_const
+
+from gotrace.binary.elf import ElfImage
+
+# Registers the Go register ABI passes arguments in; an instruction that writes one of them,
+# or RSP, before the probe point would make the probe see something other than the arguments.
+_ARG_REGS = {
+    x86_const.X86_REG_RAX, x86_const.X86_REG_RBX, x86_const.X86_REG_RCX, x86_const.X86_REG_RDI,
+    x86_const.X86_REG_RSI, x86_const.X86_REG_R8, x86_const.X86_REG_R9, x86_const.X86_REG_R10,
+    x86_const.X86_REG_R11, x86_const.X86_REG_R14, x86_const.X86_REG_RSP, x86_const.X86_REG_RDX,
+}
+_EMULATED_JUMPS = {"jmp", "call"}  # plus every jcc (conditional jump), and nop
+
+
+@dataclass(frozen=True)
+class Insn:
+    addr: int
+    size: int
+    mnemonic: str
+    op_str: str
+    target: int | None  # immediate branch target, if any
+    regs_written: frozenset[int]
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    addr: int
+    emulated: bool
+    why: str
+
+
+@lru_cache(maxsize=1)
+def _cs() -> Any:
+    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    cs.detail = True
+    return cs
+
+
+def decode(img: ElfImage, start: int, end: int) -> list[Insn]:
+    """Linear sweep of [start, end); Go puts no data inside amd64 function bodies."""
+    code = img.read(start, end - start)
+    out: list[Insn] = []
+    for ins in _cs().disasm(code, start):
+        target = None
+        if ins.group(capstone.CS_GRP_JUMP) or ins.group(capstone.CS_GRP_CALL):
+            ops = ins.operands
+            if ops and ops[0].type == x86_const.X86_OP_IMM:
+                target = int(ops[0].imm)
+        try:
+            _, written = ins.regs_access()
+        except capstone.CsError:
+            written = []
+        out.append(Insn(ins.address, ins.size, ins.mnemonic, ins.op_str, target,
+                        frozenset(written)))
+    return out
+
+
+def is_emulated(insn: Insn) -> bool:
+    """Whether x86 uprobes emulate this instruction instead of single-stepping it."""
+    m = insn.mnemonic
+    if m == "nop":
+        return True
+    if m in _EMULATED_JUMPS:
+        return insn.target is not None  # only relative forms
+    return m.startswith("j") and insn.target is not None  # jcc rel8/rel32
+
+
+def entry_probe(img: ElfImage, start: int, end: int, max_insns: int = 6) -> ProbePoint:
+    """The cheapest safe address at which the registers still hold the function's arguments."""
+    insns = decode(img, start, min(end, start + 64))
+    if not insns:
+        return ProbePoint(start, False, "could not decode the entry")
+    if is_emulated(insns[0]):
+        return ProbePoint(start, True, "entry instruction is emulated")
+    for ins in insns[:max_insns]:
+        if ins.mnemonic.startswith("j") and ins.mnemonic != "jmp" and ins.target is not None:
+            return ProbePoint(ins.addr, True, f"stack-check branch at +{ins.addr - start}")
+        if ins.regs_written & _ARG_REGS or ins.mnemonic in ("call", "ret", "push", "pop"):
+            break
+    return ProbePoint(start, False, "no emulated instruction before the body: single-stepped")
+
+
+def call_sites(img: ElfImage, start: int, end: int, target: int) -> list[int]:
+    """Addresses of `call target` inside [start, end)."""
+    return [i.addr for i in decode(img, start, end) if i.mnemonic == "call" and i.target == target]
+
+
+def ret_sites(img: ElfImage, start: int, end: int) -> list[int]:
+    """Addresses of every RET: where to probe instead of a uretprobe (go-runtime.md §7)."""
+    return [i.addr for i in decode(img, start, end) if i.mnemonic == "ret"]

@@ -1,0 +1,538 @@
+"""Go's own symbol table (pclntab): function names, entry PCs and PC -> file:line with inlining.
+
+The runtime needs this table for tracebacks and GC, so it survives `-ldflags='-s -w'`, PIE and
+external (cgo) linking; it is how gotrace names functions in stripped binaries. Layouts follow
+`runtime/symtab.go`, `runtime/symtabinl.go` and `runtime/runtime2.go` of Go 1.19–1.27 (pclntab
+magics 0xfffffff0 and 0xfffffff1). Addresses are link-time virtual addresses as in the file;
+callers add the PIE load bias themselves.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from gotrace.binary.buildinfo import parse_go_version, read_go_version
+from gotrace.binary.elf import ElfImage
+from gotrace.errors import BadInput
+
+MAGIC_GO119 = 0xFFFFFFF0  # Go 1.18–1.19
+MAGIC_GO120 = 0xFFFFFFF1  # Go 1.20–1.27
+_OLD_MAGICS = {0xFFFFFFFB: "1.2–1.15", 0xFFFFFFFA: "1.16–1.17"}
+_SUPPORTED = "Go 1.19 or newer is supported"
+
+PCDATA_INL_TREE_INDEX = 2
+FUNCDATA_INL_TREE = 3
+_NO_FUNCDATA = 0xFFFFFFFF
+
+# moduledata offsets (64-bit) that are stable across 1.19–1.27 (runtime/symtab.go).
+_MD_FUNCNAMETAB = 8
+_MD_FTAB = 128
+_MD_TEXT = 176
+# `gofunc` moved: 1.19 -> 304; 1.20–1.26 -> 320 (covctrs added); 1.27 -> 344 (typedesclen,
+# itaboffset, itabsize). In every layout `rodata` is the word just before it.
+_MD_GOFUNC_119 = 304
+_MD_GOFUNC_120 = 320
+_MD_GOFUNC_127 = 344
+_MD_SIZE = 352
+
+_HEADER_SIZE = 8 + 8 * 8
+_PF_X = 0x1
+_MAX_INLINE_DEPTH = 256  # a longer parent chain means a corrupt tree; Go's limit is far lower
+_PCVALUE_CACHE_MAX = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Func:
+    """A function in pclntab; `end` is the next function's entry (Go's own notion of size)."""
+
+    name: str
+    entry: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.entry
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One logical frame; inlined calls produce several for a single PC."""
+
+    function: str
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    magic: int
+    min_lc: int
+    nfunc: int
+    nfiles: int
+    text_start: int
+    funcname: int
+    cu: int
+    filetab: int
+    pctab: int
+    pcln: int
+
+
+@dataclass(frozen=True, slots=True)
+class _FuncRec:
+    """The parts of runtime._func that PC lookups need."""
+
+    entry: int
+    name: str
+    pcfile: int
+    pcln: int
+    cu_offset: int
+    inl_pcdata: int  # pctab offset of PCDATA_InlTreeIndex, 0 = none
+    inl_tree: int  # vaddr of FUNCDATA_InlTree, 0 = none
+
+
+def _parse_header(buf: bytes | memoryview, off: int, limit: int) -> _Header | None:
+    """A pcHeader at buf[off:] whose fields are self-consistent, else None."""
+    if off < 0 or off + _HEADER_SIZE > limit:
+        return None
+    magic, pad1, pad2, min_lc, ptr_size = struct.unpack_from("<IBBBB", buf, off)
+    if pad1 or pad2 or min_lc not in (1, 2, 4) or ptr_size != 8:
+        return None
+    w = struct.unpack_from("<8Q", buf, off + 8)
+    nfunc, nfiles, text_start, funcname, cu, filetab, pctab, pcln = w
+    size = limit - off
+    if not (0 < nfunc < 1 << 24 and nfiles < 1 << 24):
+        return None
+    if not (_HEADER_SIZE <= funcname <= cu <= filetab <= pctab <= pcln):
+        return None
+    if pcln + (nfunc + 1) * 8 > size:
+        return None
+    return _Header(magic, min_lc, nfunc, nfiles, text_start, funcname, cu, filetab, pctab, pcln)
+
+
+class Pclntab:
+    """Read-only view of one binary's pclntab. Keep the ElfImage open while using it (the inline
+    trees live in rodata and are read on demand)."""
+
+    def __init__(self, img: ElfImage) -> None:
+        self._img = img
+        self.path = img.path
+        file_off, limit, self.header_addr = self._locate(img)
+        # Copy the table so that closing the image's mmap never fails on exported buffers.
+        self._buf = bytes(img.data[file_off:limit])
+        hdr = _parse_header(self._buf, 0, len(self._buf))
+        if hdr is None:  # _locate validated it; this only guards against a racing file change
+            raise BadInput(f"{self.path}: Go symbol table (pclntab) header is malformed")
+        self._hdr = hdr
+        self.min_lc = hdr.min_lc
+        self.magic = hdr.magic
+        if hdr.magic == MAGIC_GO119:
+            self._reject_go118(img)
+        self._func_size = 40 if hdr.magic == MAGIC_GO119 else 44
+
+        ftab = array("I")
+        ftab.frombytes(self._buf[hdr.pcln : hdr.pcln + (hdr.nfunc + 1) * 8])
+        if sys.byteorder != "little":
+            ftab.byteswap()
+        self._entry_offs = ftab[0::2]  # nfunc+1 entries; the last one is etext - text
+        self._func_offs = ftab[1::2]
+        self._nfunc = hdr.nfunc
+        ncu = (hdr.filetab - hdr.cu) // 4
+        cutab = array("I")
+        cutab.frombytes(self._buf[hdr.cu : hdr.cu + ncu * 4])
+        if sys.byteorder != "little":
+            cutab.byteswap()
+        self._cutab = cutab
+
+        self.moduledata_addr = self._find_moduledata(img, hdr)
+        self.text_start = self._text_start(img, hdr)
+        self.gofunc = self._gofunc(img)
+
+        self._funcs: list[Func] | None = None
+        self._by_name: dict[str, Func] | None = None
+        self._recs: dict[int, _FuncRec] = {}
+        self._pcvalue_cache: dict[int, tuple[list[int], list[int]]] = {}
+        self._files: dict[int, str] = {}
+        self._inl_names: dict[int, str] = {}
+
+    # -- locating the table -------------------------------------------------------------------
+
+    def _locate(self, img: ElfImage) -> tuple[int, int, int]:
+        """(file offset, end offset, vaddr) of the pcHeader: its section, else a scan for it."""
+        data = img.data
+        for name in (".gopclntab", ".data.rel.ro.gopclntab"):
+            fr = img.section_file_range(name)
+            rng = img.section_range(name)
+            if fr is None or rng is None:
+                continue
+            off, size = fr
+            end = min(off + size, len(data))
+            if end - off < 8:
+                raise BadInput(f"{self.path}: section {name} is truncated")
+            self._check_magic(int.from_bytes(data[off : off + 4], "little"))
+            if _parse_header(data, off, end) is None:
+                raise BadInput(f"{self.path}: Go symbol table ({name}) header is malformed")
+            return off, end, rng[0]
+        # No section header (PIE + external linking up to Go 1.25, or renamed/stripped sections):
+        # scan loaded data for the magic with a sane header. Read-only segments first.
+        segs = sorted(img.segments, key=lambda s: (s.flags & 0x2 != 0, s.flags & _PF_X != 0))
+        old: int | None = None
+        for seg in segs:
+            start = seg.offset
+            end = min(seg.offset + seg.filesz, len(data))
+            for magic in (MAGIC_GO120, MAGIC_GO119, *_OLD_MAGICS):
+                pat = struct.pack("<IBB", magic, 0, 0)
+                pos = data.find(pat, start, end)
+                while pos >= 0:
+                    if (pos - seg.offset) % 8 == 0 and _parse_header(data, pos, end) is not None:
+                        if magic in _OLD_MAGICS:
+                            old = magic
+                            break
+                        return pos, end, pos - seg.offset + seg.vaddr
+                    pos = data.find(pat, pos + 1, end)
+        if old is not None:
+            self._check_magic(old)
+        raise BadInput(f"{self.path} has no Go symbol table (pclntab); is it a Go program?")
+
+    def _check_magic(self, magic: int) -> None:
+        if magic in (MAGIC_GO119, MAGIC_GO120):
+            return
+        if magic in _OLD_MAGICS:
+            raise BadInput(
+                f"{self.path} was built by Go {_OLD_MAGICS[magic]}, which is too old; {_SUPPORTED}"
+            )
+        raise BadInput(f"{self.path}: unknown Go symbol table format (magic {magic:#x})")
+
+    def _reject_go118(self, img: ElfImage) -> None:
+        """Go 1.18 shares 1.19's magic but not its funcdata encoding; tell them apart by version."""
+        try:
+            vers = read_go_version(img)
+            major, minor, _ = parse_go_version(vers)
+        except BadInput:
+            return
+        if (major, minor) < (1, 19):
+            raise BadInput(f"{self.path} was built by {vers}, which is too old; {_SUPPORTED}")
+
+    def _find_moduledata(self, img: ElfImage, hdr: _Header) -> int | None:
+        """Address of runtime.firstmoduledata: the pattern {pcHeader, funcnametab}, else its symbol.
+
+        The moduledata pointers hold link-time addresses in the file even in PIE (they are also
+        covered by R_*_RELATIVE relocations), so the pattern works for every build mode.
+        """
+        pat = struct.pack("<QQ", self.header_addr, self.header_addr + hdr.funcname)
+        data = img.data
+        ranges: list[tuple[int, int, int]] = []  # (file start, file end, vaddr of file start)
+        for name in (".go.module", ".noptrdata"):
+            fr = img.section_file_range(name)
+            rng = img.section_range(name)
+            if fr is not None and rng is not None:
+                ranges.append((fr[0], fr[0] + fr[1], rng[0]))
+        ranges += [
+            (s.offset, s.offset + s.filesz, s.vaddr)
+            for s in img.segments
+            if not s.flags & _PF_X and s.filesz
+        ]
+        for start, end, vaddr in ranges:
+            end = min(end, len(data))
+            pos = data.find(pat, start, end)
+            while pos >= 0:
+                addr = pos - start + vaddr
+                if addr % 8 == 0 and self._moduledata_ok(img, addr, hdr):
+                    return addr
+                pos = data.find(pat, pos + 1, end)
+        # Last resort, as parsing .symtab is slow on big binaries.
+        sym = img.symbol("runtime.firstmoduledata") if img.has_symtab else None
+        if sym is not None and self._moduledata_ok(img, sym[0], hdr):
+            return sym[0]
+        return None
+
+    def _moduledata_ok(self, img: ElfImage, addr: int, hdr: _Header) -> bool:
+        try:
+            md = img.read(addr, _MD_SIZE)
+        except BadInput:
+            return False
+        pchdr, funcnametab = struct.unpack_from("<QQ", md, 0)
+        (ftab,) = struct.unpack_from("<Q", md, _MD_FTAB)
+        return (
+            pchdr == self.header_addr
+            and funcnametab == self.header_addr + hdr.funcname
+            and ftab == self.header_addr + hdr.pcln
+        )
+
+    def _md_word(self, off: int) -> int | None:
+        if self.moduledata_addr is None:
+            return None
+        try:
+            return self._img.read_u64(self.moduledata_addr + off)
+        except BadInput:
+            return None
+
+    def _text_start(self, img: ElfImage, hdr: _Header) -> int:
+        """Base of every entry offset. Go 1.26+ writes 0 in the header, and `.text` is wrong for
+        externally linked binaries (C start-up code precedes runtime.text), so it comes last."""
+        if hdr.text_start:
+            return hdr.text_start
+        text = self._md_word(_MD_TEXT)
+        if text:
+            return text
+        sym = img.symbol("runtime.text")
+        if sym is not None and sym[0]:
+            return sym[0]
+        rng = img.section_range(".text")
+        if rng is not None:
+            return rng[0]
+        raise BadInput(f"{self.path}: cannot find the start of Go code (runtime.text)")
+
+    def _gofunc(self, img: ElfImage) -> int | None:
+        """moduledata.gofunc, the base of funcdata offsets (inline trees); None if unknown."""
+        if self.moduledata_addr is not None:
+            if self.magic == MAGIC_GO119:
+                candidates = [_MD_GOFUNC_119]
+            else:
+                candidates = [_MD_GOFUNC_127, _MD_GOFUNC_120]
+            for off in candidates:
+                rodata = self._md_word(off - 8)
+                gofunc = self._md_word(off)
+                if (
+                    rodata
+                    and gofunc
+                    and rodata <= gofunc
+                    and img.vaddr_to_offset(gofunc) is not None
+                ):
+                    return gofunc
+        for name in ("go:func.*", "go.func.*"):
+            sym = img.symbol(name)
+            if sym is not None:
+                return sym[0]
+        return None
+
+    # -- functions -----------------------------------------------------------------------------
+
+    def functions(self) -> list[Func]:
+        """Every function in table order (sorted by entry). Built once, then cached."""
+        if self._funcs is None:
+            buf = self._buf
+            base = self._hdr.pcln
+            names = self._hdr.funcname
+            text = self.text_start
+            eo = self._entry_offs
+            funcs: list[Func] = []
+            unpack = struct.Struct("<i").unpack_from
+            cache: dict[int, str] = {}
+            for i, fo in enumerate(self._func_offs[: self._nfunc]):
+                try:
+                    (name_off,) = unpack(buf, base + fo + 4)
+                    name = cache.get(name_off)
+                    if name is None:
+                        name = self._cstring(names + name_off)
+                        cache[name_off] = name
+                except (struct.error, ValueError, IndexError):
+                    raise BadInput(
+                        f"{self.path}: Go symbol table entry {i} is out of bounds"
+                    ) from None
+                funcs.append(Func(name, text + eo[i], text + eo[i + 1]))
+            self._funcs = funcs
+        return self._funcs
+
+    def lookup(self, name: str) -> Func | None:
+        """The function named `name`; of duplicates (ABI wrappers) the largest, i.e. the body."""
+        if self._by_name is None:
+            by_name: dict[str, Func] = {}
+            for f in self.functions():
+                old = by_name.get(f.name)
+                if old is None or f.size > old.size:
+                    by_name[f.name] = f
+            self._by_name = by_name
+        return self._by_name.get(name)
+
+    def func_at(self, pc: int) -> Func | None:
+        """The function whose code contains `pc`, or None outside Go text."""
+        i = self._index_at(pc)
+        return None if i is None else self.functions()[i]
+
+    def _index_at(self, pc: int) -> int | None:
+        rel = pc - self.text_start
+        if rel < 0 or rel >= 1 << 32:
+            return None
+        i = bisect_right(self._entry_offs, rel) - 1
+        if i < 0 or i >= self._nfunc:
+            return None
+        return i
+
+    # -- PC -> frames --------------------------------------------------------------------------
+
+    def frames(self, pc: int, *, is_return_address: bool) -> list[Frame]:
+        """Logical frames at `pc`, innermost first (inlined calls expanded); [] for unknown PCs.
+
+        For a return address the lookup uses pc-1, the call instruction, as Go tracebacks do:
+        the return address can already belong to the next line or the next inlined call.
+        """
+        i = self._index_at(pc)
+        if i is None:
+            return []
+        try:
+            rec = self._rec(i)
+            tpc = pc - 1 if is_return_address and pc > rec.entry else pc
+            out: list[Frame] = []
+            if rec.inl_pcdata and rec.inl_tree:
+                ix = self._pcvalue(rec.inl_pcdata, rec.entry, tpc)
+                while ix >= 0:
+                    if len(out) >= _MAX_INLINE_DEPTH:
+                        return []
+                    name, parent_pc = self._inlined_call(rec.inl_tree, ix)
+                    out.append(Frame(name, *self._file_line(rec, tpc)))
+                    tpc = rec.entry + parent_pc
+                    ix = self._pcvalue(rec.inl_pcdata, rec.entry, tpc)
+            out.append(Frame(rec.name, *self._file_line(rec, tpc)))
+            return out
+        except (BadInput, struct.error, ValueError, IndexError, OverflowError):
+            return []
+
+    def goroot(self) -> str | None:
+        """GOROOT of the toolchain that built the binary (from runtime.main's source path)."""
+        f = self.lookup("runtime.main")
+        if f is None:
+            return None
+        fr = self.frames(f.entry, is_return_address=False)
+        if not fr:
+            return None
+        suffix = "/src/runtime/proc.go"
+        path = fr[-1].file
+        if not path.endswith(suffix) or len(path) == len(suffix):
+            return None  # e.g. -trimpath
+        return path[: -len(suffix)]
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _cstring(self, off: int) -> str:
+        buf = self._buf
+        end = buf.index(b"\0", off)
+        return buf[off:end].decode("utf-8", "replace")
+
+    def _rec(self, i: int) -> _FuncRec:
+        rec = self._recs.get(i)
+        if rec is not None:
+            return rec
+        buf = self._buf
+        hdr = self._hdr
+        p = hdr.pcln + self._func_offs[i]
+        _entry_off, name_off, _args, _dr, _pcsp, pcfile, pcln, npcdata, cu_offset = (
+            struct.unpack_from("<IiiIIIIII", buf, p)
+        )
+        nfuncdata = buf[p + self._func_size - 1]
+        tail = p + self._func_size
+        inl_pcdata = 0
+        if npcdata > PCDATA_INL_TREE_INDEX:
+            (inl_pcdata,) = struct.unpack_from("<I", buf, tail + 4 * PCDATA_INL_TREE_INDEX)
+        inl_tree = 0
+        if nfuncdata > FUNCDATA_INL_TREE and self.gofunc is not None:
+            (fd,) = struct.unpack_from("<I", buf, tail + 4 * npcdata + 4 * FUNCDATA_INL_TREE)
+            if fd != _NO_FUNCDATA:
+                inl_tree = self.gofunc + fd
+        rec = _FuncRec(
+            entry=self.text_start + self._entry_offs[i],
+            name=self.functions()[i].name,
+            pcfile=pcfile,
+            pcln=pcln,
+            cu_offset=cu_offset,
+            inl_pcdata=inl_pcdata,
+            inl_tree=inl_tree,
+        )
+        self._recs[i] = rec
+        return rec
+
+    def _file_line(self, rec: _FuncRec, pc: int) -> tuple[str, int]:
+        fileno = self._pcvalue(rec.pcfile, rec.entry, pc)
+        line = self._pcvalue(rec.pcln, rec.entry, pc)
+        if fileno < 0 or line < 0:
+            return "?", 0
+        idx = rec.cu_offset + fileno
+        if idx >= len(self._cutab):
+            return "?", 0
+        foff = self._cutab[idx]
+        if foff == _NO_FUNCDATA:
+            return "?", 0
+        name = self._files.get(foff)
+        if name is None:
+            name = self._cstring(self._hdr.filetab + foff)
+            self._files[foff] = name
+        return name, line
+
+    def _inlined_call(self, tree: int, ix: int) -> tuple[str, int]:
+        """(callee name, parentPc) of inlinedCall `ix`; the struct changed in Go 1.20."""
+        if self.magic == MAGIC_GO119:
+            # {parent i16, funcID u8, _ u8, file i32, line i32, func_ i32, parentPc i32}
+            name_off, parent_pc = struct.unpack("<ii", self._img.read(tree + ix * 20 + 12, 8))
+        else:
+            # {funcID u8, _ [3]byte, nameOff i32, parentPc i32, startLine i32}
+            name_off, parent_pc = struct.unpack("<ii", self._img.read(tree + ix * 16 + 4, 8))
+        name = self._inl_names.get(name_off)
+        if name is None:
+            name = self._cstring(self._hdr.funcname + name_off)
+            self._inl_names[name_off] = name
+        return name, parent_pc
+
+    def _pcvalue(self, off: int, entry: int, pc: int) -> int:
+        """Value of the pc-value table at pctab+off for `pc`; -1 when absent or out of range."""
+        if off == 0:
+            return -1
+        table = self._pcvalue_cache.get(off)
+        if table is None:
+            table = self._decode(off)
+            if len(self._pcvalue_cache) >= _PCVALUE_CACHE_MAX:
+                self._pcvalue_cache.clear()
+            self._pcvalue_cache[off] = table
+        ends, vals = table
+        i = bisect_right(ends, pc - entry)
+        return vals[i] if i < len(vals) else -1
+
+    def _decode(self, off: int) -> tuple[list[int], list[int]]:
+        """Decode a whole table into (end PC offsets, values) per runtime.step.
+
+        Each pair is a zig-zag value delta and a PC delta (in units of minLC), both uvarints;
+        the value applies to PCs below the new PC. A zero value delta after the first pair ends
+        the table. Offsets are relative to the function entry, so tables shared by several
+        functions decode once.
+        """
+        buf = self._buf
+        p = self._hdr.pctab + off
+        quantum = self.min_lc
+        ends: list[int] = []
+        vals: list[int] = []
+        val = -1
+        pc = 0
+        while True:
+            b = buf[p]
+            if b == 0 and pc != 0:
+                break
+            p += 1
+            uv = b & 0x7F
+            shift = 7
+            while b & 0x80:
+                b = buf[p]
+                p += 1
+                uv |= (b & 0x7F) << shift
+                shift += 7
+                if shift > 35:
+                    raise ValueError("bad varint in pc-value table")
+            val += -(uv & 1) ^ (uv >> 1)
+            b = buf[p]
+            p += 1
+            pd = b & 0x7F
+            shift = 7
+            while b & 0x80:
+                b = buf[p]
+                p += 1
+                pd |= (b & 0x7F) << shift
+                shift += 7
+                if shift > 35:
+                    raise ValueError("bad varint in pc-value table")
+            pc += pd * quantum
+            ends.append(pc)
+            vals.append(val)
+            if pc >= 1 << 32:
+                raise ValueError("pc-value table runs past any function")
+        return ends, vals

@@ -1,0 +1,27 @@
+"""The #define constants of bpf/gotrace.h, read from the header itself (one source of truth)."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+
+def bpf_dir() -> Path:
+    """bpf/ beside the package in a checkout, gotrace/_bpf in an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "_bpf", here.parent / "bpf"):
+        if (cand / "gotrace.h").exists():
+            return cand
+    raise FileNotFoundError("gotrace's BPF sources (gotrace.h) are missing from the install")
+
+
+@lru_cache(maxsize=1)
+def defines() -> dict[str, int]:
+    text = (bpf_dir() / "gotrace.h").read_text()
+    return {m[1]: int(m[2], 0) for m in re.finditer(r"^#define\s+(\w+)\s+(-?\w+)\b", text, re.M)
+            if re.fullmatch(r"-?(0x[0-9a-fA-F]+|\d+)", m[2])}
+
+
+def const(name: str) -> int:
+    return defines()[name]

@@ -1,0 +1,93 @@
+"""Command line: one click group, one module per command, one-line errors with exit codes.
+
+Exit codes: 0 success, 2 bad input (PID, binary, arguments), 3 this machine cannot trace.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from gotrace import __version__
+from gotrace.durations import parse_duration
+from gotrace.errors import EXIT_BAD_INPUT, GotraceError
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} must be longer than zero", param, ctx)
+        return seconds
+
+
+DURATION = Duration()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gotrace")
+def cli() -> None:
+    """Find goroutine leaks in a running Go program, from outside, with eBPF uprobes.
+
+    Exit codes: 0 ok, 2 bad input, 3 this machine cannot trace (see `gotrace doctor`).
+    """
+
+
+@cli.command()
+@click.argument("pid", type=int)
+@click.option("--threshold", type=DURATION, default="10s", show_default=True,
+              help="Report goroutines parked at least this long.")
+@click.option("--interval", type=DURATION, default="5s", show_default=True,
+              help="Time between reports.")
+@click.option("--duration", type=DURATION, default=None,
+              help="Stop after this long (default: until Ctrl-C, SIGTERM or the target exits).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per report on stdout.")
+@click.option("--stacks", is_flag=True, help="Show the creation and parked stacks of each group.")
+@click.option("--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024), default=131072,
+              show_default=True, help="Size of the in-kernel goroutine table.")
+def attach(pid: int, threshold: float, interval: float, duration: float | None, as_json: bool,
+           stacks: bool, max_goroutines: int) -> None:
+    """Trace goroutines of PID and report those parked longer than --threshold.
+
+    Reports are grouped by the `go` statement that created the goroutines, the wait reason and
+    the place where they wait. A final report follows Ctrl-C, SIGTERM or --duration.
+    """
+    from gotrace.commands.attach import AttachOptions, run
+
+    sys.exit(run(AttachOptions(pid, threshold, interval, duration, as_json, stacks,
+                               max_goroutines)))
+
+
+@cli.command()
+@click.argument("pid", type=int, required=False)
+def doctor(pid: int | None) -> None:
+    """Check this machine (and, given a PID, that program) for tracing; print fixes."""
+    from gotrace.commands.doctor import run
+
+    sys.exit(run(pid))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except GotraceError as e:
+        click.echo(f"gotrace: error: {e.message}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,157 @@
+"""`gotrace attach PID`: live goroutine table in BPF maps, leak reports every interval."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from rich.console import Console
+
+from gotrace.binary.gobinary import GoBinary
+from gotrace.durations import format_duration
+from gotrace.environment import require_tracing
+from gotrace.gstate import read_g, unwind_parked
+from gotrace.model import GoroutineRecord, Report
+from gotrace.process import ProcessMemory, Target
+from gotrace.render.jsonl import JsonRenderer
+from gotrace.render.table import TableRenderer
+from gotrace.report import StackCleaner, Verdict, find_suspects
+from gotrace.symbolize import ProcessSymbolizer
+from gotrace.tracer import Tracer
+
+
+@dataclass
+class AttachOptions:
+    pid: int
+    threshold_s: float = 10.0
+    interval_s: float = 5.0
+    duration_s: float | None = None
+    json: bool = False
+    stacks: bool = False
+    max_goroutines: int = 131072
+
+
+class StopSignal:
+    """Ctrl-C and SIGTERM end the loop at the next tick; the final report still comes out."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def open_target(pid: int) -> tuple[Target, GoBinary]:
+    target = Target.find(pid)
+    gb = GoBinary.open(target.exe, display_name=f"PID {pid} ({target.exe_display})")
+    return target, gb
+
+
+def load_bias(target: Target, gb: GoBinary) -> int:
+    if not gb.img.is_pie:
+        return 0
+    seg = min(gb.img.segments, key=lambda s: s.vaddr)
+    return target.load_bias(seg.vaddr, seg.offset)
+
+
+class Session:
+    """One attachment: the tracer, the target's memory, and how to turn both into a Report."""
+
+    def __init__(self, opts: AttachOptions, target: Target, gb: GoBinary) -> None:
+        self.opts = opts
+        self.target = target
+        self.gb = gb
+        self.tracer = Tracer(gb, target, max_goroutines=opts.max_goroutines)
+        self.mem = ProcessMemory(target.pid)
+        self.sym = ProcessSymbolizer(gb.pcln, load_bias(target, gb))
+        self.cleaner = StackCleaner(self.sym)
+        self.started = time.monotonic()
+
+    def verify(self, rec: GoroutineRecord) -> Verdict:
+        g = read_g(self.mem, self.gb.offsets, rec.gaddr)
+        if g is None:
+            return Verdict(None)
+        if g.goid != rec.goid or not g.parked or g.wait_reason != rec.wait_reason:
+            return Verdict(False)
+        return Verdict(True, () if rec.park_stack else tuple(unwind_parked(self.mem, g)))
+
+    def report(self, *, final: bool, target_exited: bool = False) -> Report:
+        records = self.tracer.records()
+        counters = self.tracer.counters()
+        out = find_suspects(
+            records,
+            now_ns=time.monotonic_ns(),
+            threshold_ns=int(self.opts.threshold_s * 1e9),
+            sym=self.sym,
+            reason_name=self.gb.wait_reason,
+            verify=None if target_exited else self.verify,
+            cleaner=self.cleaner,
+        )
+        return Report(
+            pid=self.target.pid,
+            go_version=self.gb.go_version,
+            threshold_s=self.opts.threshold_s,
+            elapsed_s=time.monotonic() - self.started,
+            live=len(records),
+            counters=counters,
+            suspects=out.suspects,
+            final=final,
+            system_hidden=out.system_hidden,
+            no_longer_parked=out.no_longer_parked,
+            unverified=out.unverified,
+            target_exited=target_exited,
+        )
+
+
+def run(opts: AttachOptions) -> int:
+    require_tracing()
+    target, gb = open_target(opts.pid)
+    err = Console(stderr=True, highlight=False)
+    renderer: JsonRenderer | TableRenderer = (
+        JsonRenderer() if opts.json else TableRenderer(stacks=opts.stacks)
+    )
+    session = Session(opts, target, gb)
+    stop = StopSignal()
+    try:
+        session.tracer.attach()
+        session.started = time.monotonic()
+        until = f" for {format_duration(opts.duration_s)}" if opts.duration_s else ""
+        err.print(
+            f"[bold]gotrace[/] attached to PID {target.pid} ({target.exe_display}, "
+            f"{gb.go_version}): {len(session.tracer.attached)} uprobes on the Go runtime. "
+            f"Reporting goroutines parked ≥ {format_duration(opts.threshold_s)} every "
+            f"{format_duration(opts.interval_s)}{until}. Ctrl-C to stop."
+        )
+        deadline = session.started + opts.duration_s if opts.duration_s else None
+        next_report = session.started + opts.interval_s
+        exited = False
+        while stop.received is None:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if not target.alive():
+                exited = True
+                err.print(f"gotrace: PID {target.pid} exited")
+                break
+            if now >= next_report:
+                renderer.report(session.report(final=False))
+                next_report += opts.interval_s
+                continue
+            wake = min(next_report, deadline) if deadline is not None else next_report
+            time.sleep(max(0.0, min(0.1, wake - now)))
+        renderer.report(session.report(final=True, target_exited=exited))
+    finally:
+        session.tracer.close()
+        session.mem.close()
+        stop.restore()
+        sys.stdout.flush()
+    err.print("gotrace: detached")
+    return 0

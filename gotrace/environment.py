@@ -1,0 +1,104 @@
+"""Can this machine trace? Each check says what is wrong and how to fix it, in one line."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+
+from gotrace.errors import CannotTrace
+
+CAP_SYS_ADMIN = 21
+TRACEFS = "/sys/kernel/tracing"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _effective_caps() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def check_privileges() -> Check:
+    if os.geteuid() == 0 or _effective_caps() & (1 << CAP_SYS_ADMIN):
+        return Check("privileges", True, "root / CAP_SYS_ADMIN")
+    return Check("privileges", False, "not root and no CAP_SYS_ADMIN",
+                 "run as root: sudo gotrace ... (creating uprobes needs CAP_SYS_ADMIN)")
+
+
+def check_lockdown() -> Check:
+    try:
+        with open("/sys/kernel/security/lockdown") as f:
+            mode = f.read()
+    except OSError:
+        return Check("lockdown", True, "no lockdown")
+    if "[confidentiality]" in mode:
+        return Check("lockdown", False, "kernel lockdown is 'confidentiality'",
+                     "boot with lockdown=integrity or none (e.g. disable Secure Boot lockdown)")
+    return Check("lockdown", True, mode.strip())
+
+
+def check_uprobes() -> Check:
+    if os.path.isdir("/sys/bus/event_source/devices/uprobe"):
+        return Check("uprobes", True, "uprobe PMU present")
+    return Check("uprobes", False, "this kernel has no uprobe PMU",
+                 "use a kernel built with CONFIG_UPROBE_EVENTS=y (Linux 4.17+)")
+
+
+def check_bcc() -> Check:
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return Check("bcc", False, "the BCC Python module is not importable here",
+                     "run sudo scripts/setup, or apt-get install python3-bpfcc and use "
+                     "/usr/bin/python3 (or a venv made with --system-site-packages)")
+    except Exception as e:  # a broken libbcc raises at import time
+        return Check("bcc", False, f"BCC fails to load: {e}", "reinstall python3-bpfcc")
+    return Check("bcc", True, "python3-bpfcc importable")
+
+
+def check_headers() -> Check:
+    release = platform.release()
+    build = f"/lib/modules/{release}/build"
+    if os.path.isdir(os.path.join(build, "include")):
+        return Check("kernel headers", True, f"{build} -> {os.path.realpath(build)}")
+    return Check("kernel headers", False, f"no kernel headers at {build}",
+                 f"apt-get install linux-headers-{release}, or link {build} to "
+                 "/usr/src/linux-headers-<ver>-amd64 (sudo scripts/setup does this)")
+
+
+def check_tracefs(fix_it: bool) -> Check:
+    if os.path.exists(f"{TRACEFS}/uprobe_events"):
+        return Check("tracefs", True, f"mounted at {TRACEFS}")
+    if fix_it and os.geteuid() == 0 and os.path.isdir(TRACEFS):
+        subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS],
+                       capture_output=True, check=False)
+        if os.path.exists(f"{TRACEFS}/uprobe_events"):
+            return Check("tracefs", True, f"mounted at {TRACEFS} (by gotrace)")
+    return Check("tracefs", False, "tracefs not mounted (BCC complains when detaching)",
+                 f"mount -t tracefs nodev {TRACEFS}")
+
+
+def tracing_checks(fix_tracefs: bool = True) -> list[Check]:
+    return [check_privileges(), check_lockdown(), check_uprobes(), check_bcc(),
+            check_headers(), check_tracefs(fix_tracefs)]
+
+
+def require_tracing() -> None:
+    """Raise the first blocking problem as CannotTrace (exit 3). tracefs is only a nuisance."""
+    for c in tracing_checks():
+        if not c.ok and c.name != "tracefs":
+            raise CannotTrace(f"{c.detail}: {c.fix}")

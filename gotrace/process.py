@@ -1,0 +1,108 @@
+"""The target process as seen from /proc: identity, its executable, load bias, memory.
+
+The executable is always reached through /proc/PID/exe, never by the path the target sees:
+in a container that path belongs to another mount namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from gotrace.errors import BadInput, CannotTrace
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: tells a process from a later one that reuses its PID."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    rest = stat[stat.rfind(b")") + 2 :].split()
+    return int(rest[19])
+
+
+@dataclass
+class Target:
+    pid: int
+    exe: str  # /proc/PID/exe: opens the right file in any mount namespace
+    exe_display: str  # the path as the target itself sees it
+    start_time: int
+
+    @classmethod
+    def find(cls, pid: int) -> Target:
+        if pid <= 0:
+            raise BadInput(f"invalid PID {pid}")
+        start = _start_time(pid)
+        if start is None:
+            raise BadInput(f"no process with PID {pid}")
+        exe = f"/proc/{pid}/exe"
+        try:
+            display = os.readlink(exe)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM):
+                hint = ("it belongs to another user namespace or is protected" if os.geteuid() == 0
+                        else "run as root: sudo gotrace ...")
+                raise CannotTrace(f"cannot read /proc/{pid}/exe: permission denied ({hint})") \
+                    from None
+            raise BadInput(f"PID {pid} has no executable (a kernel thread or a zombie)") from None
+        return cls(pid, exe, display, start)
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.start_time
+
+    def load_bias(self, first_vaddr: int, first_offset: int) -> int:
+        """Runtime address minus link-time address of the executable's first PT_LOAD (PIE)."""
+        try:
+            st = os.stat(self.exe)
+            with open(f"/proc/{self.pid}/maps") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 6:
+                        continue
+                    dev_inode = int(parts[4])
+                    off = int(parts[2], 16)
+                    if dev_inode == st.st_ino and off == first_offset & ~0xFFF:
+                        start = int(parts[0].split("-")[0], 16)
+                        return start - (first_vaddr & ~0xFFF)
+        except OSError:
+            pass
+        return 0
+
+
+class ProcessMemory:
+    """Reads the target's memory through /proc/PID/mem without stopping it.
+
+    Memory changes under our feet and pages can vanish: failures are counted, never raised.
+    """
+
+    def __init__(self, pid: int) -> None:
+        try:
+            self._fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise CannotTrace(f"cannot read the memory of PID {pid}: permission denied "
+                                  "(run as root, or check kernel.yama.ptrace_scope)") from None
+            raise BadInput(f"no process with PID {pid}") from None
+        self.failed_reads = 0
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        try:
+            data = os.pread(self._fd, size, addr)
+        except (OSError, OverflowError, ValueError):
+            self.failed_reads += 1
+            return None
+        if len(data) != size:
+            self.failed_reads += 1
+            return None
+        return data
+
+    def u64(self, addr: int) -> int | None:
+        data = self.read(addr, 8)
+        return None if data is None else int.from_bytes(data, "little")
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,1 @@
+"""One renderer per output kind: rich tables for people, JSON lines for pipes."""

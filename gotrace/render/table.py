@@ -1,0 +1,84 @@
+"""People's output: a title line with the counters, one table row per leak group, stacks."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gotrace.binary.pclntab import Frame
+from gotrace.durations import format_duration
+from gotrace.model import Report, Suspect
+
+
+def site(f: Frame | None) -> str:
+    if f is None:
+        return "?"
+    return f"{f.function} {os.path.basename(f.file)}:{f.line}"
+
+
+def _parked(s: Suspect) -> str:
+    text = format_duration(s.parked_s_max)
+    return f"≥ {text}" if s.before_attach == s.count else text
+
+
+class TableRenderer:
+    def __init__(self, console: Console | None = None, *, stacks: bool = False) -> None:
+        self.console = console or Console(highlight=False)
+        self.stacks = stacks
+
+    def title(self, r: Report) -> Text:
+        c = r.counters
+        t = Text()
+        t.append("gotrace", style="bold")
+        t.append(f" · pid {r.pid} · {r.go_version} · {format_duration(r.elapsed_s)}")
+        t.append(f" · live {r.live:,} · created {c.created:,} · exited {c.exited:,}")
+        t.append(f" · lost {c.lost_events:,}", style="bold red" if c.lost_events else "")
+        if r.final:
+            t.append(" · final", style="bold")
+        return t
+
+    def report(self, r: Report) -> None:
+        con = self.console
+        con.print(self.title(r))
+        c = r.counters
+        if c.lost_events:
+            con.print(f"[yellow]lost: {c.lost_table_full} goroutines (table full), "
+                      f"{c.lost_stacks} stacks, {c.lost_reads} memory reads[/]")
+        if r.target_exited:
+            con.print("[yellow]the target exited; this is the last state seen[/]")
+        if not r.suspects:
+            con.print(f"no goroutine parked longer than {format_duration(r.threshold_s)}\n")
+            return
+        total = sum(s.count for s in r.suspects)
+        table = Table(title=f"{total:,} goroutines parked ≥ {format_duration(r.threshold_s)}, "
+                      f"in {len(r.suspects)} groups", title_justify="left", expand=False)
+        table.add_column("count", justify="right", style="bold")
+        table.add_column("longest", justify="right")
+        table.add_column("wait reason", style="cyan")
+        table.add_column("created at (go statement)", style="green")
+        table.add_column("parked at", style="magenta")
+        for s in r.suspects:
+            table.add_row(f"{s.count:,}", _parked(s), s.wait_reason, site(s.created_at),
+                          site(s.parked_at))
+        con.print(table)
+        if self.stacks:
+            for i, s in enumerate(r.suspects, 1):
+                self._stacks(i, s)
+        con.print()
+
+    def _stacks(self, i: int, s: Suspect) -> None:
+        con = self.console
+        con.print(f"[bold]#{i}[/] {s.count} goroutines [cyan]\\[{s.wait_reason}][/], "
+                  f"parked {_parked(s)}, goids {', '.join(map(str, s.goids))}"
+                  f"{' …' if s.count > len(s.goids) else ''}")
+        con.print("  [magenta]parked at:[/]")
+        for f in s.parked_stack or []:
+            con.print(f"    {f.function}\n        {f.file}:{f.line}")
+        if not s.parked_stack:
+            con.print("    (stack unavailable)")
+        con.print(f"  [green]created by[/] (start {s.start_function}):")
+        for f in s.creation_stack:
+            con.print(f"    {f.function}\n        {f.file}:{f.line}")

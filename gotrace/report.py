@@ -1,0 +1,154 @@
+"""From the live goroutine table to leak suspects: park-time logic, grouping, stack cleanup.
+
+Pure functions of their inputs (records, the clock, a symbolizer, a verifier), so the logic
+is unit tested with synthetic records and no kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+from gotrace.binary.pclntab import Frame
+from gotrace.model import GoroutineRecord, Suspect
+
+MAX_GOIDS = 10
+UNKNOWN = Frame("?", "?", 0)
+
+
+class Symbolizer(Protocol):
+    goroot: str | None
+
+    def frames(self, pc: int, *, is_return_address: bool) -> list[Frame]: ...
+
+    def function(self, pc: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the target's memory says about a suspect right now."""
+
+    parked: bool | None  # None: unreadable
+    stack: tuple[int, ...] = ()  # parked stack unwound from g.sched (runtime PCs)
+
+
+Verifier = Callable[[GoroutineRecord], Verdict]
+
+
+@dataclass
+class Outcome:
+    suspects: list[Suspect]
+    system_hidden: int
+    no_longer_parked: int
+    unverified: int
+
+
+class StackCleaner:
+    """Turns raw PCs into frames once per distinct stack (goroutines of a leak share stacks)."""
+
+    def __init__(self, sym: Symbolizer) -> None:
+        self.sym = sym
+        self.creation = lru_cache(maxsize=4096)(self._creation)
+        self.parked = lru_cache(maxsize=4096)(self._parked)
+
+    def _expand(self, pcs: Iterable[int], first_is_return: bool = True) -> list[Frame]:
+        out: list[Frame] = []
+        for i, pc in enumerate(pcs):
+            out.extend(self.sym.frames(pc, is_return_address=first_is_return or i > 0))
+        return [f for f in out if f.function != "runtime.goexit"]
+
+    def _creation(self, gopc: int, stack: tuple[int, ...]) -> tuple[Frame, ...]:
+        """The go statement, then its callers: the stack is cut where it reaches gopc."""
+        head = self.sym.frames(gopc, is_return_address=True) or [UNKNOWN]
+        try:
+            rest = stack[stack.index(gopc) + 1 :]
+        except ValueError:
+            rest = ()
+        return tuple(head + self._expand(rest))
+
+    def _parked(self, stack: tuple[int, ...], leaf_is_return: bool) -> tuple[Frame, ...]:
+        return tuple(self._expand(stack, first_is_return=leaf_is_return))
+
+
+def wait_site(frames: Sequence[Frame], goroot: str | None) -> Frame | None:
+    """The frame users care about: the first one in their code, else the first outside runtime."""
+    if goroot:
+        prefix = goroot.rstrip("/") + "/"
+        for f in frames:
+            if not f.file.startswith(prefix) and not f.function.startswith("runtime."):
+                return f
+    for f in frames:
+        if not f.function.startswith(("runtime.", "internal/")):
+            return f
+    return frames[0] if frames else None
+
+
+def is_system(start_function: str) -> bool:
+    """Go's own rule (isSystemGoroutine): runtime goroutines other than main are the runtime's."""
+    return start_function.startswith("runtime.") and start_function != "runtime.main"
+
+
+def find_suspects(
+    records: Iterable[GoroutineRecord],
+    *,
+    now_ns: int,
+    threshold_ns: int,
+    sym: Symbolizer,
+    reason_name: Callable[[int], str],
+    verify: Verifier | None = None,
+    cleaner: StackCleaner | None = None,
+) -> Outcome:
+    cleaner = cleaner or StackCleaner(sym)
+    groups: dict[tuple[Frame, str, Frame | None], list[tuple[GoroutineRecord, list[Frame]]]] = {}
+    hidden = gone = unverified = 0
+    meta: dict[tuple[Frame, str, Frame | None], tuple[tuple[Frame, ...], str]] = {}
+    for rec in records:
+        if not rec.parked_ns or now_ns - rec.parked_ns < threshold_ns:
+            continue
+        start = sym.function(rec.startpc)
+        if is_system(start):
+            hidden += 1
+            continue
+        verdict = verify(rec) if verify else Verdict(None)
+        if verdict.parked is False:
+            gone += 1  # woken by a path the probes did not see, or exited unseen
+            continue
+        if verdict.parked is None and verify is not None:
+            unverified += 1
+        if rec.park_stack:
+            pcs = (rec.park_stack[0], rec.park_caller, *rec.park_stack[1:]) if rec.park_caller \
+                else tuple(rec.park_stack)
+            parked = list(cleaner.parked(pcs, False))
+        elif verdict.stack:
+            parked = list(cleaner.parked(verdict.stack, True))
+        else:
+            parked = []
+        creation = cleaner.creation(rec.gopc, tuple(rec.create_stack))
+        reason = reason_name(rec.wait_reason)
+        site = wait_site(parked, sym.goroot)
+        key = (creation[0], reason, site)
+        groups.setdefault(key, []).append((rec, parked))
+        if key not in meta or len(creation) > len(meta[key][0]):
+            meta[key] = (creation, start)
+
+    suspects = []
+    for key, members in groups.items():
+        members.sort(key=lambda m: (m[0].parked_ns, m[0].goid))  # longest parked first
+        oldest, oldest_stack = members[0]
+        creation, start = meta[key]
+        suspects.append(Suspect(
+            count=len(members),
+            wait_reason=key[1],
+            parked_s_max=(now_ns - oldest.parked_ns) / 1e9,
+            created_at=key[0],
+            start_function=start,
+            parked_at=key[2],
+            creation_stack=list(creation),
+            parked_stack=oldest_stack,
+            goids=sorted(r.goid for r, _ in members)[:MAX_GOIDS],
+            before_attach=sum(1 for r, _ in members if not r.created_ns),
+        ))
+    suspects.sort(key=lambda s: (-s.count, -s.parked_s_max, s.created_at.file, s.created_at.line))
+    return Outcome(suspects, hidden, gone, unverified)

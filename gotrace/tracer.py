@@ -1,0 +1,122 @@
+"""The live, kernel-dependent half: compile bpf/gotrace.bpf.c, attach its uprobes, read its maps.
+
+Uprobes are created through perf_event_open, so they vanish with our file descriptors even
+if gotrace is killed; `close()` detaches them explicitly on every normal path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+from typing import Any
+
+from gotrace.binary.gobinary import GoBinary, Hook
+from gotrace.bpfdefs import bpf_dir, const
+from gotrace.errors import CannotTrace
+from gotrace.model import Counters, GoroutineRecord
+from gotrace.process import Target
+
+DEFAULT_MAX_GOROUTINES = 131072
+STACK_ENTRIES = 16384
+
+
+class Tracer:
+    def __init__(self, gb: GoBinary, target: Target, *, max_goroutines: int = DEFAULT_MAX_GOROUTINES,
+                 park_stacks: bool = True) -> None:
+        self.gb = gb
+        self.target = target
+        self.max_goroutines = max_goroutines
+        self.park_stacks = park_stacks
+        self.bpf: Any = None
+        self.attached: list[Hook] = []
+        self._stack_cache: dict[int, list[int]] = {}
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-I{bpf_dir()}",
+            *self.gb.offsets.as_cflags(),
+            f"-DMAX_GOROUTINES={self.max_goroutines}",
+            f"-DSTACK_ENTRIES={STACK_ENTRIES}",
+            f"-DPARK_STACKS={int(self.park_stacks)}",
+        ]
+
+    def attach(self) -> None:
+        try:
+            from bcc import BPF
+        except ImportError:
+            raise CannotTrace("BCC is not importable: run sudo scripts/setup") from None
+        src = str(bpf_dir() / "gotrace.bpf.c")
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                self.bpf = BPF(src_file=src.encode(), cflags=self.cflags())
+        except Exception as e:
+            detail = (err.getvalue().strip().splitlines() or [str(e)])[-1]
+            raise CannotTrace(f"the BPF program did not load: {detail} (see gotrace doctor)") \
+                from None
+        for hook in self.gb.hooks:
+            try:
+                self.bpf.attach_uprobe(name=self.target.exe.encode(), addr=hook.addr,
+                                       fn_name=hook.bpf_fn.encode(), pid=self.target.pid)
+            except Exception as e:
+                self.close()
+                raise CannotTrace(f"cannot attach a uprobe to {hook.func} "
+                                  f"({hook.addr:#x}): {e}") from None
+            self.attached.append(hook)
+
+    # -- reading the maps ----------------------------------------------------------------
+
+    def counters(self) -> Counters:
+        table = self.bpf["counters"]
+
+        def total(name: str) -> int:
+            return int(table.sum(ctypes.c_int(const(name))).value)
+
+        return Counters(
+            created=total("CTR_CREATED"),
+            exited=total("CTR_EXITED"),
+            parked=total("CTR_PARKED"),
+            woken=total("CTR_RUN"),
+            lost_table_full=total("CTR_LOST_TABLE_FULL"),
+            lost_stacks=total("CTR_LOST_STACK"),
+            lost_reads=total("CTR_LOST_READ"),
+        )
+
+    def _stack(self, stack_id: int) -> list[int]:
+        if stack_id < 0:
+            return []
+        pcs = self._stack_cache.get(stack_id)
+        if pcs is None:
+            try:
+                pcs = [int(a) for a in self.bpf["stacks"].walk(stack_id)]
+            except KeyError:
+                pcs = []
+            self._stack_cache[stack_id] = pcs
+        return pcs
+
+    def records(self) -> list[GoroutineRecord]:
+        table = self.bpf["goroutines"]
+        try:
+            items = list(table.items_lookup_batch())
+        except Exception:  # kernels without batch ops: one syscall per key
+            items = list(table.items())
+        out = []
+        for k, v in items:
+            out.append(GoroutineRecord(
+                goid=int(getattr(k, "value", k)), gaddr=v.gaddr, created_ns=v.created_ns, parked_ns=v.parked_ns,
+                gopc=v.gopc, startpc=v.startpc, parent_goid=v.parent_goid,
+                wait_reason=v.wait_reason, flags=v.flags, park_caller=v.park_caller,
+                create_stack=self._stack(v.create_stack), park_stack=self._stack(v.park_stack),
+            ))
+        return out
+
+    def close(self) -> None:
+        if self.bpf is None:
+            return
+        bpf, self.bpf = self.bpf, None
+        # BCC prints to stderr when the target is already gone; that is not the user's problem.
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
+            with contextlib.suppress(Exception):
+                bpf.cleanup()
