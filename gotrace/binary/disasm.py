@@ -12,12 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import capstone
 from capstone import x86_const
 
-from gotrace.binary.elf import ElfImage
+
+class Code(Protocol):
+    """Anything that reads bytes by virtual address (an ElfImage, or a test's fake)."""
+
+    def read(self, vaddr: int, size: int) -> bytes: ...
+
 
 # Registers the Go register ABI passes arguments in; an instruction that writes one of them,
 # or RSP, before the probe point would make the probe see something other than the arguments.
@@ -53,7 +58,7 @@ def _cs() -> Any:
     return cs
 
 
-def decode(img: ElfImage, start: int, end: int) -> list[Insn]:
+def decode(img: Code, start: int, end: int) -> list[Insn]:
     """Linear sweep of [start, end); Go puts no data inside amd64 function bodies."""
     code = img.read(start, end - start)
     out: list[Insn] = []
@@ -82,7 +87,7 @@ def is_emulated(insn: Insn) -> bool:
     return m.startswith("j") and insn.target is not None  # jcc rel8/rel32
 
 
-def entry_probe(img: ElfImage, start: int, end: int, max_insns: int = 6) -> ProbePoint:
+def entry_probe(img: Code, start: int, end: int, max_insns: int = 6) -> ProbePoint:
     """The cheapest safe address at which the registers still hold the function's arguments."""
     insns = decode(img, start, min(end, start + 64))
     if not insns:
@@ -97,11 +102,11 @@ def entry_probe(img: ElfImage, start: int, end: int, max_insns: int = 6) -> Prob
     return ProbePoint(start, False, "no emulated instruction before the body: single-stepped")
 
 
-def call_sites(img: ElfImage, start: int, end: int, target: int) -> list[int]:
+def call_sites(img: Code, start: int, end: int, target: int) -> list[int]:
     """Addresses of `call target` inside [start, end)."""
     return [i.addr for i in decode(img, start, end) if i.mnemonic == "call" and i.target == target]
 
 
-def ret_sites(img: ElfImage, start: int, end: int) -> list[int]:
+def ret_sites(img: Code, start: int, end: int) -> list[int]:
     """Addresses of every RET: where to probe instead of a uretprobe (go-runtime.md §7)."""
     return [i.addr for i in decode(img, start, end) if i.mnemonic == "ret"]
