@@ -15,10 +15,11 @@ from gotrace.durations import parse_duration
 from gotrace.errors import EXIT_BAD_INPUT, GotraceError
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     name = "duration"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
         if isinstance(value, float):
             return value
         try:

@@ -22,6 +22,8 @@ def _start_time(pid: int) -> int | None:
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
     rest = stat[stat.rfind(b")") + 2 :].split()
+    if rest[0] in (b"Z", b"X"):  # exited, not yet reaped by its parent
+        return None
     return int(rest[19])
 
 

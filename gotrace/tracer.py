@@ -23,8 +23,8 @@ STACK_ENTRIES = 16384
 
 
 class Tracer:
-    def __init__(self, gb: GoBinary, target: Target, *, max_goroutines: int = DEFAULT_MAX_GOROUTINES,
-                 park_stacks: bool = True) -> None:
+    def __init__(self, gb: GoBinary, target: Target, *,
+                 max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_stacks: bool = True) -> None:
         self.gb = gb
         self.target = target
         self.max_goroutines = max_goroutines
@@ -105,8 +105,8 @@ class Tracer:
         out = []
         for k, v in items:
             out.append(GoroutineRecord(
-                goid=int(getattr(k, "value", k)), gaddr=v.gaddr, created_ns=v.created_ns, parked_ns=v.parked_ns,
-                gopc=v.gopc, startpc=v.startpc, parent_goid=v.parent_goid,
+                goid=int(getattr(k, "value", k)), gaddr=v.gaddr, created_ns=v.created_ns,
+                parked_ns=v.parked_ns, gopc=v.gopc, startpc=v.startpc, parent_goid=v.parent_goid,
                 wait_reason=v.wait_reason, flags=v.flags, park_caller=v.park_caller,
                 create_stack=self._stack(v.create_stack), park_stack=self._stack(v.park_stack),
             ))
@@ -117,6 +117,6 @@ class Tracer:
             return
         bpf, self.bpf = self.bpf, None
         # BCC prints to stderr when the target is already gone; that is not the user's problem.
-        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
-            with contextlib.suppress(Exception):
-                bpf.cleanup()
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), \
+                contextlib.suppress(Exception):
+            bpf.cleanup()

@@ -53,10 +53,10 @@ var (
 	batchNo int
 	made    = map[string]int{} // leak goroutines made so far, per kind
 
-	droppedCancels []context.CancelFunc // cancel funcs nobody ever calls (leak:ctx)
+	droppedCancels []context.CancelFunc // cancel funcs of the ctx leak, never called
 
-	pingpongs atomic.Int64 // busy:pingpong exchanges
-	echoes    atomic.Int64 // busy:net echoes received
+	pingpongs atomic.Int64 // exchanges of the pingpong goroutines
+	echoes    atomic.Int64 // echoes received by the echo client
 	sink      atomic.Uint64
 
 	httpURL    string

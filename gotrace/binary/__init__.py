@@ -1,1 +1,1 @@
-"""Reading Go binaries: ELF, build info, pclntab, DWARF, instructions. No kernel, no live process."""
+"""Reading Go binaries: ELF, build info, pclntab, DWARF, instructions; no kernel, no process."""

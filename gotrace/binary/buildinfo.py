@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from gotrace.binary.elf import ElfImage
 from gotrace.errors import BadInput
@@ -62,7 +63,7 @@ def read_build_info(img: ElfImage) -> BuildInfo:
 def parse_go_version(s: str) -> tuple[int, int, int]:
     """ "go1.27.3" -> (1, 27, 3); "go1.21rc2" -> (1, 21, 0); " X:..." suffixes are ignored.
 
-    Development builds ("devel go1.23-abc123 ...") yield the release they branched from; when no
+    Development builds ("devel go1.23-abc123 ...") yield the release they lead up to; when no
     release can be read at all this raises BadInput rather than guess a layout.
     """
     text = s.strip()
@@ -131,7 +132,7 @@ def _read_pointer_strings(
     """Pre-1.18 header: two pointers to Go string headers {data, len} for version and modinfo."""
     if ptr_size not in (4, 8):
         raise BadInput(f"{img.path}: Go build info has a bad pointer size {ptr_size}")
-    order = "big" if big_endian else "little"
+    order: Literal["little", "big"] = "big" if big_endian else "little"
     hdr = bytes(img.data[off + 16 : off + 16 + 2 * ptr_size])
 
     def word(b: bytes, i: int) -> int:
@@ -155,10 +156,7 @@ def _read_pointer_strings(
 
 def _parse_modinfo(vers: str, mod: bytes) -> BuildInfo:
     """Unframe modinfo (16-byte sentinels) and pick out `path` and `build` lines."""
-    if len(mod) >= 33 and mod[-17] == ord("\n"):
-        mod = mod[16:-16]
-    else:
-        mod = b""
+    mod = mod[16:-16] if len(mod) >= 33 and mod[-17] == ord("\n") else b""
     path = ""
     settings: dict[str, str] = {}
     for raw in mod.decode("utf-8", "replace").split("\n"):

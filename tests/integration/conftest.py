@@ -1,0 +1,31 @@
+"""Privileged tests: they attach real uprobes, so they need root and BPF and fail without them.
+
+Nothing here skips for lack of privileges: on the machines this project runs on (and in CI)
+root and BPF exist, and a suite that skipped there would prove nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gotrace.environment import require_tracing
+from gotrace.errors import GotraceError
+from tests.gobuild import build_go
+from tests.integration.goleaky import GO_LEAKY_SRC
+
+GO_VERSIONS = ["1.19", "1.27.3"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def can_trace() -> None:
+    try:
+        require_tracing()
+    except GotraceError as e:
+        pytest.fail(f"privileged tests need a machine that can trace: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session", params=GO_VERSIONS)
+def go_leaky(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(Go version, path of go-leaky built with it)."""
+    version: str = request.param
+    return version, build_go(version, GO_LEAKY_SRC, "plain")

@@ -1,0 +1,61 @@
+"""Bad input gets one line on stderr, no traceback, and a documented exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.goleaky import ROOT
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gotrace", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+
+
+def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+def free_pid() -> int:
+    pid = 4_000_000
+    while os.path.exists(f"/proc/{pid}"):
+        pid += 1
+    return pid
+
+
+def test_no_such_pid() -> None:
+    p = run("attach", str(free_pid()))
+    assert p.returncode == 2
+    assert "no process with PID" in one_line_error(p)
+
+
+def test_not_a_go_program() -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        p = run("attach", str(sleeper.pid))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert p.returncode == 2
+    assert "is not a Go program" in one_line_error(p) and "sleep" in p.stderr
+
+
+@pytest.mark.parametrize("args", [["--threshold", "soon"], ["--interval", "0s"]])
+def test_bad_durations(args: list[str]) -> None:
+    p = run("attach", "1", *args)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    assert "duration" in p.stderr or "zero" in p.stderr
+
+
+def test_doctor_passes_here() -> None:
+    p = run("doctor")
+    assert p.returncode == 0, p.stdout
+    assert "FAIL" not in p.stdout
