@@ -54,7 +54,7 @@ GoBuild = Callable[..., Path]
 
 
 class ToolchainUnavailable(Exception):
-    """The Go toolchain or C compiler a build needs is missing; tests skip rather than fail."""
+    """The Go toolchain or C compiler a build needs is missing (scripts/setup installs them)."""
 
 
 def version_key(version: str) -> tuple[int, ...]:
