@@ -24,7 +24,8 @@ STACK_ENTRIES = 16384
 
 class Tracer:
     def __init__(self, gb: GoBinary, target: Target, *,
-                 max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_stacks: bool = True) -> None:
+                 max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_stacks: bool = False) -> None:
+        """park_stacks: capture each park's stack in BPF (costly) instead of from memory."""
         self.gb = gb
         self.target = target
         self.max_goroutines = max_goroutines

@@ -74,14 +74,30 @@ class Session:
         self.sym = ProcessSymbolizer(gb.pcln, load_bias(target, gb))
         self.cleaner = StackCleaner(self.sym)
         self.started = time.monotonic()
+        # Parked stacks read from memory, kept so a report after the target exits still has them.
+        self._stacks: dict[int, tuple[int, ...]] = {}
 
     def verify(self, rec: GoroutineRecord) -> Verdict:
+        """Is the suspect still parked where the probes saw it park? Memory has the last word.
+
+        The parked stack is unwound here, for suspects only, rather than captured in BPF at
+        every park: same frames (plus the one a probe-side walk misses), no cost on the
+        target's hot path (~0.7 µs per park measured with the probe-side capture).
+        """
         g = read_g(self.mem, self.gb.offsets, rec.gaddr)
         if g is None:
-            return Verdict(None)
+            return Verdict(None, self._stacks.get(rec.goid, ()))
         if g.goid != rec.goid or not g.parked or g.wait_reason != rec.wait_reason:
+            self._stacks.pop(rec.goid, None)
             return Verdict(False)
-        return Verdict(True, () if rec.park_stack else tuple(unwind_parked(self.mem, g)))
+        stack = () if rec.park_stack else tuple(unwind_parked(self.mem, g))
+        if stack:
+            self._stacks[rec.goid] = stack
+        return Verdict(True, stack)
+
+    def cached(self, rec: GoroutineRecord) -> Verdict:
+        """After the target exited: nothing to read, only what the last report saw."""
+        return Verdict(None, self._stacks.get(rec.goid, ()))
 
     def report(self, *, final: bool, target_exited: bool = False) -> Report:
         records = self.tracer.records()
@@ -92,7 +108,7 @@ class Session:
             threshold_ns=int(self.opts.threshold_s * 1e9),
             sym=self.sym,
             reason_name=self.gb.wait_reason,
-            verify=None if target_exited else self.verify,
+            verify=self.cached if target_exited else self.verify,
             cleaner=self.cleaner,
         )
         return Report(

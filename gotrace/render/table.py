@@ -55,11 +55,12 @@ class TableRenderer:
         total = sum(s.count for s in r.suspects)
         table = Table(title=f"{total:,} goroutines parked ≥ {format_duration(r.threshold_s)}, "
                       f"in {len(r.suspects)} groups", title_justify="left", expand=False)
-        table.add_column("count", justify="right", style="bold")
-        table.add_column("longest", justify="right")
-        table.add_column("wait reason", style="cyan")
-        table.add_column("created at (go statement)", style="green")
-        table.add_column("parked at", style="magenta")
+        # Fold, never ellipsize: a cut function name is a lost clue.
+        table.add_column("count", justify="right", style="bold", no_wrap=True)
+        table.add_column("longest", justify="right", no_wrap=True)
+        table.add_column("wait reason", style="cyan", overflow="fold")
+        table.add_column("created at (go statement)", style="green", overflow="fold")
+        table.add_column("parked at", style="magenta", overflow="fold")
         for s in r.suspects:
             table.add_row(f"{s.count:,}", _parked(s), s.wait_reason, site(s.created_at),
                           site(s.parked_at))
@@ -71,7 +72,8 @@ class TableRenderer:
 
     def _stacks(self, i: int, s: Suspect) -> None:
         con = self.console
-        con.print(f"[bold]#{i}[/] {s.count} goroutines [cyan]\\[{s.wait_reason}][/], "
+        noun = "goroutine" if s.count == 1 else "goroutines"
+        con.print(f"[bold]#{i}[/] {s.count} {noun} [cyan]\\[{s.wait_reason}][/], "
                   f"parked {_parked(s)}, goids {', '.join(map(str, s.goids))}"
                   f"{' …' if s.count > len(s.goids) else ''}")
         con.print("  [magenta]parked at:[/]")
