@@ -55,8 +55,12 @@ def cli() -> None:
 @click.option("--stacks", is_flag=True, help="Show the creation and parked stacks of each group.")
 @click.option("--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024), default=131072,
               show_default=True, help="Size of the in-kernel goroutine table.")
+@click.option("--park-stacks", type=click.Choice(["memory", "bpf"]), default="memory",
+              show_default=True,
+              help="Where parked stacks come from: read from the target's memory for suspects "
+                   "only, or captured in BPF at every park (~0.7 µs more per park).")
 def attach(pid: int, threshold: float, interval: float, duration: float | None, as_json: bool,
-           stacks: bool, max_goroutines: int) -> None:
+           stacks: bool, max_goroutines: int, park_stacks: str) -> None:
     """Trace goroutines of PID and report those parked longer than --threshold.
 
     Reports are grouped by the `go` statement that created the goroutines, the wait reason and
@@ -65,7 +69,7 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
     from gotrace.commands.attach import AttachOptions, run
 
     sys.exit(run(AttachOptions(pid, threshold, interval, duration, as_json, stacks,
-                               max_goroutines)))
+                               max_goroutines, park_stacks == "bpf")))
 
 
 @cli.command()

@@ -32,6 +32,7 @@ class AttachOptions:
     json: bool = False
     stacks: bool = False
     max_goroutines: int = 131072
+    bpf_park_stacks: bool = False
 
 
 class StopSignal:
@@ -69,7 +70,8 @@ class Session:
         self.opts = opts
         self.target = target
         self.gb = gb
-        self.tracer = Tracer(gb, target, max_goroutines=opts.max_goroutines)
+        self.tracer = Tracer(gb, target, max_goroutines=opts.max_goroutines,
+                             park_stacks=opts.bpf_park_stacks)
         self.mem = ProcessMemory(target.pid)
         self.sym = ProcessSymbolizer(gb.pcln, load_bias(target, gb))
         self.cleaner = StackCleaner(self.sym)
