@@ -16,7 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ROOT / "tests" / "targets"
-CACHE = Path(os.environ.get("GOTRACE_CACHE", ROOT / ".cache"))
+CACHE = Path(os.environ.get("GOTRACE_CACHE", ROOT / ".cache"))  # binaries of this checkout
+TOOLS = Path(os.environ.get("GOTRACE_TOOLS", "/var/cache/gotrace"))  # toolchains, build cache
 BIN_DIR = CACHE / "bin"
 BUILD_GO = ROOT / "scripts" / "build-go"
 
@@ -65,7 +66,7 @@ def goroot(version: str) -> Path:
     """GOROOT of a toolchain as scripts/build-go lays them out."""
     if version == "1.19":
         return Path("/usr/lib/go-1.19")
-    return CACHE / "go" / version / "go"
+    return TOOLS / "go" / version / "go"
 
 
 def go_env(version: str) -> dict[str, str]:
@@ -73,8 +74,8 @@ def go_env(version: str) -> dict[str, str]:
     return dict(
         os.environ,
         GOROOT=str(goroot(version)),
-        GOCACHE=str(CACHE / "gocache" / version),
-        GOPATH=str(CACHE / "gopath"),
+        GOCACHE=str(TOOLS / "gocache" / version),
+        GOPATH=str(TOOLS / "gopath"),
         GOTOOLCHAIN="local",
         GOPROXY="off",
         GOFLAGS="-mod=mod",
