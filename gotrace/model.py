@@ -31,7 +31,7 @@ class Counters:
     created: int = 0
     exited: int = 0
     parked: int = 0
-    woken: int = 0
+    woken: int | None = 0  # None: wake-ups not probed (attach relies on the memory check)
     lost_table_full: int = 0
     lost_stacks: int = 0
     lost_reads: int = 0  # probe-side reads of target memory that failed
@@ -103,7 +103,7 @@ class Report:
             "created": c.created,
             "exited": c.exited,
             "parks": c.parked,
-            "wakes": c.woken,
+            **({"wakes": c.woken} if c.woken is not None else {}),
             "lost_events": c.lost_events,
             "lost": {
                 "table_full": c.lost_table_full,
@@ -118,4 +118,59 @@ class Report:
         }
 
 
-__all__ = ["Counters", "Frame", "GoroutineRecord", "Report", "Suspect", "asdict"]
+@dataclass
+class DumpedGoroutine:
+    """One goroutine of `gotrace dump`, read from the target's memory."""
+
+    goid: int
+    parent_goid: int | None  # None before Go 1.21 (the runtime does not record it)
+    status: str  # Go's own words: waiting, runnable, running, syscall, ...
+    wait_reason: str | None  # set while waiting
+    wait_s: float | None  # approximate, from g.waitsince (set by the GC); None: unknown
+    created_at: Frame  # the go statement, as in attach's reports
+    start_function: str
+    stack: list[Frame]  # innermost first, runtime frames included
+    stack_note: str | None = None  # why the stack is missing or partial
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "goid": self.goid,
+            "parent_goid": self.parent_goid,
+            "status": self.status,
+            "wait_reason": self.wait_reason,
+            "wait_s": None if self.wait_s is None else round(self.wait_s, 3),
+            "created_at": frame_json(self.created_at),
+            "start_function": self.start_function,
+            "stack": [frame_json(f) for f in self.stack],
+            "stack_note": self.stack_note,
+        }
+
+
+@dataclass
+class GoroutineDump:
+    pid: int
+    go_version: str
+    goroutines: list[DumpedGoroutine]
+    skipped: int = 0  # unreadable or changing while read: left out
+    system_hidden: int = 0  # runtime goroutines left out, as Go's runtime.Stack does
+    min_wait_s: float | None = None
+    below_min_wait: int = 0  # not waiting, or waiting less than min_wait_s
+    wait_unknown: int = 0  # waiting, but no GC has dated the wait yet (with --min-wait)
+    elapsed_s: float = 0.0  # how long reading took
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "go_version": self.go_version,
+            "skipped": self.skipped,
+            "system_hidden": self.system_hidden,
+            "min_wait_s": self.min_wait_s,
+            "below_min_wait": self.below_min_wait,
+            "wait_unknown": self.wait_unknown,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "goroutines": [g.to_json() for g in self.goroutines],
+        }
+
+
+__all__ = ["Counters", "DumpedGoroutine", "Frame", "GoroutineDump", "GoroutineRecord", "Report",
+           "Suspect", "asdict"]

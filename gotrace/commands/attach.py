@@ -20,7 +20,7 @@ from gotrace.render.jsonl import JsonRenderer
 from gotrace.render.table import TableRenderer
 from gotrace.report import StackCleaner, Verdict, find_suspects
 from gotrace.symbolize import ProcessSymbolizer
-from gotrace.tracer import Tracer
+from gotrace.tracer import ATTACH_EVENTS, Tracer
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Session:
         self.target = target
         self.gb = gb
         self.tracer = Tracer(gb, target, max_goroutines=opts.max_goroutines,
-                             park_stacks=opts.bpf_park_stacks)
+                             park_stacks=opts.bpf_park_stacks, events=ATTACH_EVENTS)
         self.mem = ProcessMemory(target.pid)
         self.sym = ProcessSymbolizer(gb.pcln, load_bias(target, gb))
         self.cleaner = StackCleaner(self.sym)
