@@ -49,6 +49,9 @@ class Tracer:
             f"-DPARK_STACKS={int(self.park_stacks)}",
         ]
 
+    def configure(self) -> None:
+        """Fill configuration maps once loaded, before any probe fires (subclasses)."""
+
     def attach(self) -> None:
         try:
             from bcc import BPF
@@ -63,6 +66,7 @@ class Tracer:
             detail = (err.getvalue().strip().splitlines() or [str(e)])[-1]
             raise CannotTrace(f"the BPF program did not load: {detail} (see gotrace doctor)") \
                 from None
+        self.configure()
         for hook in (h for h in self.gb.hooks if h.event in self.events):
             try:
                 self.bpf.attach_uprobe(name=self.target.exe.encode(), addr=hook.addr,
