@@ -73,6 +73,25 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
 
 
 @cli.command()
+@click.argument("pid", type=int)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every goroutine.")
+@click.option("--min-wait", type=DURATION, default=None,
+              help="Only goroutines waiting at least this long (approximate: the wait is dated "
+                   "by the GC, as in Go's own 'N minutes').")
+@click.option("--all", "include_system", is_flag=True,
+              help="Include the runtime's own goroutines (GC workers, finalizer...).")
+def dump(pid: int, as_json: bool, min_wait: float | None, include_system: bool) -> None:
+    """Print every goroutine of PID with its stack, read from outside.
+
+    Needs only the right to read the process's memory: no BPF, no signal, the program is not
+    stopped. Identical goroutines are grouped as in Go's debug=1 goroutine profile.
+    """
+    from gotrace.commands.dump import DumpOptions, run
+
+    sys.exit(run(DumpOptions(pid, as_json, min_wait, include_system)))
+
+
+@cli.command()
 @click.argument("pid", type=int, required=False)
 def doctor(pid: int | None) -> None:
     """Check this machine (and, given a PID, that program) for tracing; print fixes."""

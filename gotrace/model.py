@@ -157,6 +157,7 @@ class GoroutineDump:
     below_min_wait: int = 0  # not waiting, or waiting less than min_wait_s
     wait_unknown: int = 0  # waiting, but no GC has dated the wait yet (with --min-wait)
     elapsed_s: float = 0.0  # how long reading took
+    wrappers: frozenset[str] = frozenset()  # generated functions Go's tracebacks leave out
 
     def to_json(self) -> dict[str, Any]:
         return {

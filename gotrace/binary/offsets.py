@@ -31,6 +31,11 @@ class GOffsets:
     stack_hi: int = 8
     m: int = 48
     source: str = "table"
+    # For reading goroutines from outside (gotrace dump, the scan at attach); None: absent.
+    syscallsp: int | None = None
+    syscallpc: int | None = None
+    syscallbp: int | None = None  # Go 1.23+
+    waitsince: int | None = None
 
     def as_cflags(self) -> list[str]:
         flags = [
@@ -65,9 +70,25 @@ TABLE: dict[int, GOffsets] = {
 }
 
 
+# minor -> (syscallsp, syscallpc, syscallbp, waitsince); go-runtime.md §3.1
+SYSCALL_TABLE: dict[int, tuple[int, int, int | None, int]] = {
+    19: (112, 120, None, 168),
+    20: (112, 120, None, 168),
+    21: (112, 120, None, 168),
+    22: (112, 120, None, 168),
+    23: (112, 120, 128, 176),
+    24: (112, 120, 128, 176),
+    25: (104, 112, 120, 168),
+    26: (104, 112, 120, 168),
+    27: (104, 112, 120, 168),
+}
+
+
 def table_offsets(minor: int) -> GOffsets:
     try:
-        return replace(TABLE[minor], source=f"built-in table for go1.{minor}")
+        sp, pc, bp, since = SYSCALL_TABLE[minor]
+        return replace(TABLE[minor], source=f"built-in table for go1.{minor}", syscallsp=sp,
+                       syscallpc=pc, syscallbp=bp, waitsince=since)
     except KeyError:
         raise BadInput(
             f"go1.{minor} is not supported: gotrace knows the runtime of Go 1.19 to 1.27"
@@ -101,6 +122,10 @@ def dwarf_offsets(img: ElfImage) -> GOffsets | None:
             stack_hi=g["stack"] + members.get("runtime.stack", {}).get("hi", 8),
             m=g["m"],
             source="DWARF",
+            syscallsp=g.get("syscallsp"),
+            syscallpc=g.get("syscallpc"),
+            syscallbp=g.get("syscallbp"),
+            waitsince=g.get("waitsince"),
         )
     except KeyError as e:
         raise BadInput(f"{img.path}: runtime.g in DWARF lacks field {e}") from None
