@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import io
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from gotrace.binary.gobinary import GoBinary, Hook
@@ -19,11 +22,19 @@ from gotrace.model import Counters, GoroutineRecord
 from gotrace.process import Target
 
 DEFAULT_MAX_GOROUTINES = 131072
+BPF_NOEXIST = 1  # bpf_map_update_elem flag: create only
 ALL_EVENTS = frozenset({"create", "exit", "park", "run"})
 # attach does not probe `execute`: the memory check at report time already tells a parked
 # goroutine from a woken one, and every goroutine lifecycle then costs two probe hits, not three.
 ATTACH_EVENTS = frozenset({"create", "exit", "park"})
 STACK_ENTRIES = 16384
+
+
+@dataclass
+class SeedResult:
+    inserted: int = 0
+    already_known: int = 0  # a probe saw it first (created, parked or exited since attach)
+    table_full: int = 0
 
 
 class Tracer:
@@ -39,6 +50,7 @@ class Tracer:
         self.bpf: Any = None
         self.attached: list[Hook] = []
         self._stack_cache: dict[int, list[int]] = {}
+        self.seed_table_full = 0  # goroutines found at attach that did not fit in the table
 
     def cflags(self) -> list[str]:
         return [
@@ -90,7 +102,7 @@ class Tracer:
             exited=total("CTR_EXITED"),
             parked=total("CTR_PARKED"),
             woken=total("CTR_RUN") if "run" in self.events else None,
-            lost_table_full=total("CTR_LOST_TABLE_FULL"),
+            lost_table_full=total("CTR_LOST_TABLE_FULL") + self.seed_table_full,
             lost_stacks=total("CTR_LOST_STACK"),
             lost_reads=total("CTR_LOST_READ"),
         )
@@ -122,6 +134,50 @@ class Tracer:
                 create_stack=self._stack(v.create_stack), park_stack=self._stack(v.park_stack),
             ))
         return out
+
+    # -- goroutines that existed before the attach -----------------------------------------
+
+    def seed(self, records: Iterable[GoroutineRecord]) -> SeedResult:
+        """Insert goroutines read from memory after the probes went live, unless a probe
+        already inserted them: BPF_NOEXIST, so an event seen after attach always wins over
+        the older memory read (go-runtime.md §8, step 6)."""
+        from bcc.libbcc import lib
+
+        table = self.bpf["goroutines"]
+        out = SeedResult()
+        for rec in records:
+            key = table.Key(rec.goid)
+            leaf = table.Leaf()
+            leaf.gaddr = rec.gaddr
+            leaf.created_ns = rec.created_ns
+            leaf.parked_ns = rec.parked_ns
+            leaf.gopc = rec.gopc
+            leaf.startpc = rec.startpc
+            leaf.parent_goid = rec.parent_goid
+            leaf.park_caller = rec.park_caller
+            leaf.create_stack = const("NO_STACK")
+            leaf.park_stack = const("NO_STACK")
+            leaf.wait_reason = rec.wait_reason
+            leaf.flags = rec.flags
+            if lib.bpf_update_elem(table.map_fd, ctypes.byref(key), ctypes.byref(leaf),
+                                   BPF_NOEXIST) == 0:
+                out.inserted += 1
+            elif ctypes.get_errno() == errno.EEXIST:
+                out.already_known += 1
+            else:
+                out.table_full += 1
+        self.seed_table_full += out.table_full
+        return out
+
+    def forget(self, goids: Iterable[int]) -> int:
+        """Remove goroutines known to have exited; returns how many were in the table."""
+        table = self.bpf["goroutines"]
+        gone = 0
+        for goid in goids:
+            with contextlib.suppress(KeyError):
+                del table[table.Key(goid)]
+                gone += 1
+        return gone
 
     def close(self) -> None:
         if self.bpf is None:

@@ -10,10 +10,12 @@ from types import FrameType
 
 from rich.console import Console
 
+from gotrace.allgs import GoroutineReader
 from gotrace.binary.gobinary import GoBinary
+from gotrace.bpfdefs import const
 from gotrace.durations import format_duration
 from gotrace.environment import require_tracing
-from gotrace.gstate import read_g, unwind_parked
+from gotrace.gstate import G_WAITING, GSnapshot, read_g, unwind_parked
 from gotrace.model import GoroutineRecord, Report
 from gotrace.process import ProcessMemory, Target
 from gotrace.render.jsonl import JsonRenderer
@@ -21,6 +23,7 @@ from gotrace.render.table import TableRenderer
 from gotrace.report import StackCleaner, Verdict, find_suspects
 from gotrace.symbolize import ProcessSymbolizer
 from gotrace.tracer import ATTACH_EVENTS, Tracer
+from gotrace.validate import check_layout
 
 
 @dataclass
@@ -63,6 +66,25 @@ def load_bias(target: Target, gb: GoBinary) -> int:
     return target.load_bias(seg.vaddr, seg.offset)
 
 
+@dataclass(frozen=True)
+class Seeded:
+    """What the scan of runtime.allgs at attach found."""
+
+    goroutines: int
+    parked: int
+    already_known: int  # a probe saw them first
+    table_full: int  # did not fit in the table (counted as lost)
+    unreadable: int  # g structs that could not be read
+
+
+def seed_record(g: GSnapshot, attached_ns: int) -> GoroutineRecord:
+    parked = g.status == G_WAITING
+    return GoroutineRecord(
+        goid=g.goid, gaddr=g.gaddr, created_ns=0, parked_ns=attached_ns if parked else 0,
+        gopc=g.gopc, startpc=g.startpc, parent_goid=g.parent_goid,
+        wait_reason=g.wait_reason if parked else 0, flags=const("GF_PARKED") if parked else 0)
+
+
 class Session:
     """One attachment: the tracer, the target's memory, and how to turn both into a Report."""
 
@@ -73,11 +95,40 @@ class Session:
         self.tracer = Tracer(gb, target, max_goroutines=opts.max_goroutines,
                              park_stacks=opts.bpf_park_stacks, events=ATTACH_EVENTS)
         self.mem = ProcessMemory(target.pid)
-        self.sym = ProcessSymbolizer(gb.pcln, load_bias(target, gb))
+        self.bias = load_bias(target, gb)
+        self.sym = ProcessSymbolizer(gb.pcln, self.bias)
+        self.goroutines = GoroutineReader(gb, self.mem, self.bias)
         self.cleaner = StackCleaner(self.sym)
         self.started = time.monotonic()
         # Parked stacks read from memory, kept so a report after the target exits still has them.
         self._stacks: dict[int, tuple[int, ...]] = {}
+
+    def check_layout(self) -> None:
+        """Before any probe: the runtime.g offsets must hold for this very process."""
+        scan = self.goroutines.scan()
+        check_layout(scan.goroutines, self.gb, self.bias, self.goroutines.reread)
+
+    def seed(self) -> Seeded:
+        """Once the probes are live: the goroutines that already exist enter the table.
+
+        One whose wait began before the attach counts as parked since the attach, a lower
+        bound; its creation stack is just its go statement (gopc). Events seen since the
+        attach win (tracer.seed). A goroutine that exited between the read and the insert
+        left its exit probe nothing to delete: it is removed here.
+        """
+        attached_ns = time.monotonic_ns()
+        scan = self.goroutines.scan()
+        records = [seed_record(g, attached_ns) for g in scan.goroutines]
+        result = self.tracer.seed(records)
+        gone = []
+        for g in scan.goroutines:
+            now = self.goroutines.reread(g)
+            if now is not None and (now.goid != g.goid or now.dead):
+                gone.append(g.goid)
+        self.tracer.forget(gone)
+        parked = sum(1 for r in records if r.parked_ns)
+        return Seeded(len(records), parked, result.already_known, result.table_full,
+                      scan.skipped)
 
     def verify(self, rec: GoroutineRecord) -> Verdict:
         """Is the suspect still parked where the probes saw it park? Memory has the last word.
@@ -139,7 +190,9 @@ def run(opts: AttachOptions) -> int:
     session = Session(opts, target, gb)
     stop = StopSignal()
     try:
+        session.check_layout()
         session.tracer.attach()
+        seeded = session.seed()
         session.started = time.monotonic()
         until = f" for {format_duration(opts.duration_s)}" if opts.duration_s else ""
         err.print(
@@ -147,6 +200,12 @@ def run(opts: AttachOptions) -> int:
             f"{gb.go_version}): {len(session.tracer.attached)} uprobes on the Go runtime. "
             f"Reporting goroutines parked ≥ {format_duration(opts.threshold_s)} every "
             f"{format_duration(opts.interval_s)}{until}. Ctrl-C to stop."
+        )
+        err.print(
+            f"gotrace: {seeded.goroutines:,} goroutines existed already ({seeded.parked:,} "
+            "parked: their time counts from now, a lower bound)"
+            + (f"; {seeded.table_full:,} did not fit in the table" if seeded.table_full else "")
+            + (f"; {seeded.unreadable:,} unreadable" if seeded.unreadable else "")
         )
         deadline = session.started + opts.duration_s if opts.duration_s else None
         next_report = session.started + opts.interval_s

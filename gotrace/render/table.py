@@ -65,6 +65,9 @@ class TableRenderer:
             table.add_row(f"{s.count:,}", _parked(s), s.wait_reason, site(s.created_at),
                           site(s.parked_at))
         con.print(table)
+        if any(s.before_attach == s.count for s in r.suspects):
+            con.print("[dim]≥ parked before attach: these goroutines existed before gotrace "
+                      "attached, so their time counts from the attach (a lower bound)[/]")
         if self.stacks:
             for i, s in enumerate(r.suspects, 1):
                 self._stacks(i, s)
