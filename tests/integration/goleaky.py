@@ -100,3 +100,124 @@ def gotrace(*args: str) -> subprocess.Popen[str]:
 
 def json_reports(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+# -- the leak check shared by test_attach.py and test_matrix.py ---------------------------------
+
+LEAKS = {"recv": 3, "wg": 5, "send": 7, "ctx": 9, "ticker": 11, "http": 13, "mutex": 15}
+MAIN_GO = str(GO_LEAKY_SRC / "main.go")
+
+
+def expected_reason(kind: str, version: str) -> str:
+    minor = int(version.split(".")[1])
+    if kind == "wg":
+        return "sync.WaitGroup.Wait" if minor >= 24 else "semacquire"
+    if kind == "mutex":
+        return "sync.Mutex.Lock" if minor >= 20 else "semacquire"
+    return {"recv": "chan receive", "ctx": "chan receive", "ticker": "chan receive",
+            "send": "chan send", "http": "chan send"}[kind]
+
+
+def leak_flags() -> list[str]:
+    return [a for k, n in LEAKS.items() for a in (f"-{k}", str(n))]
+
+
+def assert_exactly_the_leaks(reports: list[dict[str, Any]], version: str, pid: int,
+                             threshold_s: float) -> None:
+    """The reports of a session during which go-leaky made one batch of LEAKS."""
+    lines = markers()
+    final = reports[-1]
+    assert final["final"] is True and not any(r["final"] for r in reports[:-1])
+    assert final["go_version"].startswith(f"go{version}")
+    assert final["pid"] == pid
+    assert final["lost_events"] == 0, final["lost"]
+
+    # Goroutines parked by design (the signal loop that made the batch) may show; the
+    # rest of go-leaky's groups must be exactly the leaks.
+    idle = set(lines["idle"].values())
+    ours = [s for s in final["suspects"]
+            if s["created_at"]["file"] == MAIN_GO and s["created_at"]["line"] not in idle]
+    by_line = {s["created_at"]["line"]: s for s in ours}
+    assert {line: s["count"] for line, s in by_line.items()} == {
+        lines["leak"][k]: n for k, n in LEAKS.items()}
+    for kind, line in lines["leak"].items():
+        s = by_line[line]
+        assert s["wait_reason"] == expected_reason(kind, version), kind
+        assert s["parked_s_max"] >= threshold_s
+        assert s["creation_stack"][0] == s["created_at"]
+        assert s["parked_stack"][0]["function"] == "runtime.gopark"
+        assert len(s["goids"]) == min(10, LEAKS[kind])
+    # Busy goroutines, the one computing after a network wake-up included, are not leaks.
+    # That one is parked in the table (netpoll wake-ups are not probed) and must have been
+    # caught by the memory check at least once while it computed past the threshold.
+    assert any(r["no_longer_parked"] >= 1 for r in reports)
+    busy = set(lines["busy"].values())
+    assert not [s for s in final["suspects"] if s["created_at"]["line"] in busy
+                and s["created_at"]["file"] == MAIN_GO]
+    # The only other parked goroutine gotrace may see is main, waiting for signals.
+    others = [s for s in final["suspects"] if s["created_at"]["file"] != MAIN_GO]
+    assert all(s["start_function"] == "runtime.main" for s in others), others
+    assert final["created"] >= sum(LEAKS.values())
+
+
+def assert_target_unharmed(target: GoLeaky) -> None:
+    """The target never noticed: same output format, counters still moving."""
+    ticks = target.ticks(3)
+    assert [t["tick"] for t in ticks] == list(range(ticks[0]["tick"], ticks[0]["tick"] + 3))
+    assert ticks[-1]["pingpong"] > ticks[0]["pingpong"]
+    assert ticks[-1]["echoes"] > ticks[0]["echoes"]
+
+
+def leaks_seen(report: dict[str, Any]) -> int:
+    """How many of the batch's leak goroutines a report shows (to know when to stop)."""
+    leak_lines = set(markers()["leak"].values())
+    return sum(s["count"] for s in report["suspects"]
+               if s["created_at"]["file"] == MAIN_GO and s["created_at"]["line"] in leak_lines)
+
+
+def leak_session(target: GoLeaky, *, threshold: str = "2s",
+                 timeout: float = 90.0) -> tuple[list[dict[str, Any]], str]:
+    """Attach to a go-leaky started with -on-usr1 and leak_flags(), make one batch after the
+    probes are in, wait until the periodic reports have shown every leak and the memory check
+    at work (no fixed duration: a loaded machine only makes it slower), then stop gotrace with
+    SIGINT. (reports, stderr)."""
+    gt = gotrace("attach", str(target.pid), "--json", "--threshold", threshold,
+                 "--interval", "1s")
+    err = Lines(gt.stderr)
+    out = Lines(gt.stdout)
+    try:
+        err.wait_for("attached", timeout=timeout)
+        target.signal(signal.SIGUSR1)  # the leaks are born after the probes are in
+        target.out.wait_for(r"^batch 1 made", timeout=timeout)
+        deadline = time.monotonic() + timeout
+        checked = False
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = out.wait_for(r"^\{", timeout=left)
+            except TimeoutError:
+                break  # the final report will show what is missing
+            report = json.loads(line)
+            checked = checked or report["no_longer_parked"] >= 1
+            if checked and leaks_seen(report) >= sum(LEAKS.values()):
+                break
+        gt.send_signal(signal.SIGINT)
+        gt.wait(timeout=60)
+        _drain(out)
+        _drain(err)
+    finally:
+        if gt.poll() is None:
+            gt.kill()
+            gt.wait()
+    stderr = "\n".join(err.seen)
+    assert gt.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    return json_reports("\n".join(out.seen)), stderr
+
+
+def _drain(lines: Lines) -> None:
+    """Read a finished process's pipe to its end (into lines.seen)."""
+    while True:
+        try:
+            lines.wait_for(r"", timeout=5)
+        except (EOFError, TimeoutError):
+            return

