@@ -1,7 +1,15 @@
 /* gotrace.bpf.c: a live table of the target's goroutines, maintained by uprobes on the Go
  * runtime (x86-64). Compiled by BCC; the offsets of runtime.g come in as -D flags:
  *   G_GOID_OFF, G_STATUS_OFF, G_WAITREASON_OFF, G_GOPC_OFF, G_STARTPC_OFF,
- *   G_PARENT_GOID_OFF (Go 1.21+ only), MAX_GOROUTINES, STACK_ENTRIES, PARK_STACKS (0/1).
+ *   G_PARENT_GOID_OFF (Go 1.21+ only), MAX_GOROUTINES, STACK_ENTRIES, PARK_STACKS (0/1),
+ *   CREATE_STACKS (0/1).
+ * Optional parts, all off by default (attach's build is the table alone):
+ *   EMIT_EVENTS=1  gotrace tail: one ring-buffer record per event (struct event), with
+ *                  RINGBUF_PAGES, EVENT_MASK, MATCH (0/1), NR_STD_RANGES, TEXT_LO/TEXT_HI,
+ *                  PARK_WALK (frames walked to find the parked-at frame).
+ *   HIST=1         gotrace hist: log2 histograms of lifetimes and park times in the kernel,
+ *                  with HIST_BY_SITE (0/1) and HIST_ENTRIES.
+ *   G_M_OFF, M_CURG_OFF: the creator's goid on Go < 1.21 (g0.m.curg at the create hook).
  *
  * Hooks (placed by gotrace/hooks.py on instructions the kernel emulates):
  *   on_create_rbx  the `call runqput` in newproc.func1: RBX = the new g, fully initialised
@@ -23,9 +31,20 @@
 #ifndef PARK_STACKS
 #define PARK_STACKS 1
 #endif
+#ifndef CREATE_STACKS
+#define CREATE_STACKS 1
+#endif
+#ifndef EMIT_EVENTS
+#define EMIT_EVENTS 0
+#endif
+#ifndef HIST
+#define HIST 0
+#endif
 
 BPF_HASH(goroutines, u64, struct gstate, MAX_GOROUTINES);
+#if CREATE_STACKS || PARK_STACKS
 BPF_STACK_TRACE(stacks, STACK_ENTRIES);
+#endif
 BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
 
 static __always_inline void count(int idx)
@@ -57,6 +76,7 @@ static __always_inline void fill_from_g(struct gstate *s, u64 g)
     s->park_stack = NO_STACK;
 }
 
+#if CREATE_STACKS || PARK_STACKS
 static __always_inline int capture_stack(struct pt_regs *ctx)
 {
     int id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
@@ -66,6 +86,195 @@ static __always_inline int capture_stack(struct pt_regs *ctx)
     }
     return id;
 }
+#endif
+
+#if EMIT_EVENTS
+/* -- gotrace tail: the event stream ------------------------------------------------------ */
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 4096
+#endif
+#ifndef EVENT_MASK
+#define EVENT_MASK ((1 << EV_CREATE) | (1 << EV_EXIT) | (1 << EV_PARK) | (1 << EV_WAKE))
+#endif
+#ifndef MATCH
+#define MATCH 0
+#endif
+#ifndef MATCH_ENTRIES
+#define MATCH_ENTRIES 65536
+#endif
+#ifndef PARK_WALK
+#define PARK_WALK 12
+#endif
+#ifndef NR_STD_RANGES
+#define NR_STD_RANGES 0
+#endif
+#ifndef TEXT_LO
+#define TEXT_LO 0
+#define TEXT_HI 0xffffffffffffffffULL
+#endif
+#define RANGE_SEARCH_STEPS 17 /* binary search over up to 2^17 ranges */
+
+_Static_assert(sizeof(struct event) == EVENT_SIZE, "EVENT_SIZE does not match struct event");
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#if NR_STD_RANGES > 0
+BPF_ARRAY(std_ranges, struct pc_range, NR_STD_RANGES);
+#endif
+#if MATCH
+/* Filled before the probes fire: go statements (gopc) and start functions that --match
+ * selected. A goroutine is selected once, when first seen; the flag GF_MATCH remembers it. */
+BPF_HASH(match_gopc, u64, u8, MATCH_ENTRIES);
+BPF_HASH(match_start, u64, u8, MATCH_ENTRIES);
+#endif
+
+static __always_inline int selected(struct gstate *s)
+{
+#if MATCH
+    return match_gopc.lookup(&s->gopc) != 0 || match_start.lookup(&s->startpc) != 0;
+#else
+    return 1;
+#endif
+}
+
+static __always_inline void emit_full(u32 type, u64 now, u64 goid, struct gstate *s, u64 pc,
+                                      u64 duration)
+{
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        count(CTR_LOST_RINGBUF);
+        return;
+    }
+    e->ts_ns = now;
+    e->goid = goid;
+    e->parent_goid = s->parent_goid;
+    e->gopc = s->gopc;
+    e->pc = pc;
+    e->duration_ns = duration;
+    e->type = type;
+    e->wait_reason = s->wait_reason;
+    /* No wake-up: the reader polls on a timer, so producers never pay for one. */
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    count(CTR_EMITTED);
+}
+
+#define emit(type, now, goid, s, pc, duration)                                                \
+    do {                                                                                      \
+        if (EVENT_MASK & (1 << (type)))                                                       \
+            emit_full(type, now, goid, s, pc, duration);                                      \
+    } while (0)
+
+/* RANGE_* of the code holding pc; 0 for user code. */
+static __always_inline u64 range_kind(u64 pc)
+{
+#if NR_STD_RANGES > 0
+    u32 lo = 0, hi = NR_STD_RANGES;
+    for (int i = 0; i < RANGE_SEARCH_STEPS; i++) {
+        if (lo >= hi)
+            break;
+        u32 mid = (lo + hi) / 2;
+        struct pc_range *r = std_ranges.lookup(&mid);
+        if (!r)
+            break;
+        if (pc < r->lo)
+            hi = mid;
+        else if (pc >= r->hi)
+            lo = mid + 1;
+        else
+            return r->kind;
+    }
+#endif
+    return 0;
+}
+
+/* The parked-at frame: gopark's caller is [rsp] (the probe sits before gopark's own frame is
+ * built, so RBP is still the caller's frame pointer), then the frame-pointer chain. Stop at
+ * the first frame in user code; failing that, report the first standard-library frame seen
+ * outside the runtime, failing that gopark's caller. */
+static __always_inline u64 parked_at(struct pt_regs *ctx)
+{
+    u64 pc = 0, first = 0, std = 0, bp = ctx->bp;
+    if (bpf_probe_read_user(&pc, sizeof(pc), (void *)ctx->sp) != 0)
+        return 0;
+    first = pc;
+    for (int i = 0; i < PARK_WALK; i++) {
+        if (pc < TEXT_LO || pc >= TEXT_HI)
+            break; /* left Go code: the chain is broken */
+        u64 kind = range_kind(pc);
+        if (kind == 0)
+            return pc;
+        if (kind == RANGE_STD && !std)
+            std = pc;
+        u64 frame[2];
+        if (!bp || bpf_probe_read_user(frame, sizeof(frame), (void *)bp) != 0)
+            break;
+        if (frame[0] <= bp)
+            break; /* frames only go up the stack */
+        bp = frame[0];
+        pc = frame[1];
+    }
+    return std ? std : first;
+}
+
+static __always_inline void emit_park(struct pt_regs *ctx, u64 now, u64 goid, struct gstate *s)
+{
+    if (EVENT_MASK & (1 << EV_PARK))
+        emit_full(EV_PARK, now, goid, s, parked_at(ctx), 0);
+}
+#endif /* EMIT_EVENTS */
+
+#if HIST
+/* -- gotrace hist: log2 histograms in the kernel ------------------------------------------ */
+#ifndef HIST_BY_SITE
+#define HIST_BY_SITE 0
+#endif
+#ifndef HIST_ENTRIES
+#define HIST_ENTRIES 16384
+#endif
+
+BPF_HASH(hist, struct hist_key, struct hist_val, HIST_ENTRIES);
+
+static __always_inline u32 log2_u64(u64 v)
+{
+    u32 r = 0;
+    if (v >> 32) { v >>= 32; r += 32; }
+    if (v >> 16) { v >>= 16; r += 16; }
+    if (v >> 8) { v >>= 8; r += 8; }
+    if (v >> 4) { v >>= 4; r += 4; }
+    if (v >> 2) { v >>= 2; r += 2; }
+    if (v >> 1) { r += 1; }
+    return r;
+}
+
+static __always_inline void hist_add(u32 kind, u64 site, u32 reason, u64 ns)
+{
+    struct hist_key k = {};
+    k.kind = kind;
+    k.reason = reason;
+    k.slot = log2_u64(ns);
+#if HIST_BY_SITE
+    k.site = site;
+#endif
+    struct hist_val zero = {};
+    struct hist_val *v = hist.lookup_or_try_init(&k, &zero);
+    if (!v) {
+        count(CTR_LOST_HIST);
+        return;
+    }
+    __sync_fetch_and_add(&v->count, 1);
+    __sync_fetch_and_add(&v->sum_ns, ns);
+}
+#endif /* HIST */
+
+/* The creator's goid where g has no parentGoid (Go < 1.21): the hook runs on g0 inside
+ * systemstack, and g0.m.curg is still the goroutine executing the go statement. */
+static __always_inline void creator_goid(struct pt_regs *ctx, struct gstate *s)
+{
+#if !defined(G_PARENT_GOID_OFF) && defined(G_M_OFF) && defined(M_CURG_OFF)
+    u64 m, curg;
+    if (read_u64(ctx->r14 + G_M_OFF, &m) == 0 && read_u64(m + M_CURG_OFF, &curg) == 0)
+        read_u64(curg + G_GOID_OFF, &s->parent_goid);
+#endif
+}
 
 static __always_inline int created(struct pt_regs *ctx, u64 g)
 {
@@ -74,12 +283,23 @@ static __always_inline int created(struct pt_regs *ctx, u64 g)
         return 0;
     struct gstate s = {};
     fill_from_g(&s, g);
+    creator_goid(ctx, &s);
     s.created_ns = bpf_ktime_get_ns();
+#if CREATE_STACKS
     s.create_stack = capture_stack(ctx);
+#endif
     s.flags = GF_SEEN_CREATE;
+#if EMIT_EVENTS
+    if (selected(&s))
+        s.flags |= GF_MATCH;
+#endif
     if (goroutines.update(&goid, &s) != 0)
         count(CTR_LOST_TABLE_FULL);
     count(CTR_CREATED);
+#if EMIT_EVENTS
+    if (s.flags & GF_MATCH)
+        emit(EV_CREATE, s.created_ns, goid, &s, 0, 0);
+#endif
     return 0;
 }
 
@@ -91,6 +311,26 @@ int on_exit(struct pt_regs *ctx)
     u64 goid;
     if (read_u64(ctx->r14 + G_GOID_OFF, &goid))
         return 0;
+#if EMIT_EVENTS || HIST
+    u64 now = bpf_ktime_get_ns();
+    struct gstate *s = goroutines.lookup(&goid);
+#if HIST
+    if (s && s->created_ns)
+        hist_add(HK_LIFETIME, s->gopc, 0, now - s->created_ns);
+#endif
+#if EMIT_EVENTS
+    if (s) {
+        if (s->flags & GF_MATCH)
+            emit(EV_EXIT, now, goid, s, 0, s->created_ns ? now - s->created_ns : 0);
+    } else {
+        /* Created before attach and never seen parked: its facts are still in its g. */
+        struct gstate fresh = {};
+        fill_from_g(&fresh, ctx->r14);
+        if (selected(&fresh))
+            emit(EV_EXIT, now, goid, &fresh, 0, 0);
+    }
+#endif
+#endif
     goroutines.delete(&goid);
     count(CTR_EXITED);
     return 0;
@@ -116,13 +356,25 @@ int on_park(struct pt_regs *ctx)
     struct gstate *s = goroutines.lookup(&goid);
     if (s) {
         mark_parked(ctx, s, now);
+#if EMIT_EVENTS
+        if (s->flags & GF_MATCH)
+            emit_park(ctx, now, goid, s);
+#endif
     } else {
         /* Created before attach: learn it now. */
         struct gstate fresh = {};
         fill_from_g(&fresh, g);
         mark_parked(ctx, &fresh, now);
+#if EMIT_EVENTS
+        if (selected(&fresh))
+            fresh.flags |= GF_MATCH;
+#endif
         if (goroutines.update(&goid, &fresh) != 0)
             count(CTR_LOST_TABLE_FULL);
+#if EMIT_EVENTS
+        if (fresh.flags & GF_MATCH)
+            emit_park(ctx, now, goid, &fresh);
+#endif
     }
     count(CTR_PARKED);
     return 0;
@@ -135,6 +387,16 @@ int on_run(struct pt_regs *ctx)
         return 0;
     struct gstate *s = goroutines.lookup(&goid);
     if (s && s->parked_ns) {
+#if EMIT_EVENTS || HIST
+        u64 now = bpf_ktime_get_ns();
+#if HIST
+        hist_add(HK_PARK, s->gopc, s->wait_reason, now - s->parked_ns);
+#endif
+#if EMIT_EVENTS
+        if (s->flags & GF_MATCH)
+            emit(EV_WAKE, now, goid, s, 0, now - s->parked_ns);
+#endif
+#endif
         s->parked_ns = 0;
         s->flags &= ~GF_PARKED;
         count(CTR_RUN);

@@ -15,11 +15,15 @@
 #define CTR_LOST_TABLE_FULL 4 /* goroutine records not stored: the table was full */
 #define CTR_LOST_STACK 5      /* stacks not captured (stack map full or collision) */
 #define CTR_LOST_READ 6       /* target memory the probe could not read */
-#define NR_COUNTERS 8
+#define CTR_LOST_RINGBUF 7    /* events not sent: the ring buffer was full (EMIT_EVENTS) */
+#define CTR_LOST_HIST 8       /* samples not counted: the histogram map was full (HIST) */
+#define CTR_EMITTED 9         /* events sent to the ring buffer (EMIT_EVENTS) */
+#define NR_COUNTERS 12
 
 /* struct gstate.flags */
 #define GF_SEEN_CREATE 1 /* created while attached: the creation stack is complete */
 #define GF_PARKED 2      /* parked (gopark) and not seen running since */
+#define GF_MATCH 4       /* selected by tail --match (EMIT_EVENTS with MATCH) */
 
 #define NO_STACK -1
 
@@ -36,6 +40,53 @@ struct gstate {
     __s32 park_stack;
     __u32 wait_reason; /* this binary's waitReason value */
     __u32 flags;
+};
+
+/* -- gotrace tail (-DEMIT_EVENTS=1): one record per lifecycle event in the ring buffer "events".
+ * EVENT_MASK selects types by bit (1 << EV_*). Every record has the same size, EVENT_SIZE. */
+#define EV_CREATE 1
+#define EV_EXIT 2
+#define EV_PARK 3
+#define EV_WAKE 4
+#define EVENT_SIZE 56
+
+struct event {
+    __u64 ts_ns;       /* bpf_ktime_get_ns() */
+    __u64 goid;
+    __u64 parent_goid; /* 0: unknown */
+    __u64 gopc;        /* the go statement that created the goroutine; 0: unknown */
+    __u64 pc;          /* park: return address in the parked-at frame (first user frame) */
+    __u64 duration_ns; /* wake: time parked; exit: lifetime; 0: unknown (before attach) */
+    __u32 type;        /* EV_* */
+    __u32 wait_reason; /* park: this binary's waitReason value */
+};
+
+/* Code ranges the parked-at walk steps over (array "std_ranges", sorted, NR_STD_RANGES). */
+#define RANGE_RUNTIME 1 /* runtime and internal packages: never the answer */
+#define RANGE_STD 2     /* other standard library: the answer when no user frame is found */
+
+struct pc_range {
+    __u64 lo;
+    __u64 hi;
+    __u64 kind; /* RANGE_* */
+};
+
+/* -- gotrace hist (-DHIST=1): log2 histograms aggregated in the map "hist". Slot s counts
+ * durations d with 2^s <= d < 2^(s+1) nanoseconds (slot 0 also holds d < 1 ns). */
+#define HK_LIFETIME 1 /* create -> exit */
+#define HK_PARK 2     /* park -> run again, per wait reason */
+
+struct hist_key {
+    __u64 site;   /* gopc of the go statement (HIST_BY_SITE), else 0 */
+    __u32 kind;   /* HK_* */
+    __u32 reason; /* HK_PARK: waitReason value */
+    __u32 slot;
+    __u32 pad;
+};
+
+struct hist_val {
+    __u64 count;
+    __u64 sum_ns; /* lets user space place percentiles at the mean of a bucket */
 };
 
 #endif

@@ -100,6 +100,54 @@ def doctor(pid: int | None) -> None:
     sys.exit(run(pid))
 
 
+@cli.command()
+@click.argument("pid", type=int)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per event per line on stdout, then a summary line.")
+@click.option("--events", "events", default="create,exit,park,wake", show_default=True,
+              help="Event types to trace, comma-separated (the others are never sent).")
+@click.option("--match", default=None, metavar="REGEX",
+              help="Only goroutines whose go statement (function or file:line) or start "
+                   "function matches; filtered in BPF.")
+@click.option("--duration", type=DURATION, default=None,
+              help="Stop after this long (default: until Ctrl-C, SIGTERM or the target exits).")
+@click.option("--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024), default=131072,
+              show_default=True, help="Size of the goroutine tables (kernel and screen).")
+@click.option("--ring-mb", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Size of the ring buffer that carries events to gotrace (a power of two).")
+def tail(pid: int, as_json: bool, events: str, match: str | None, duration: float | None,
+         max_goroutines: int, ring_mb: int) -> None:
+    """Watch goroutines of PID being created, parking, waking and exiting, live.
+
+    A top-like screen (live goroutines, rates, busiest and fastest-growing go statements,
+    longest parked groups, lost events), or with --json one line per event.
+    """
+    from gotrace.commands.tail import TailOptions, parse_kinds, run
+
+    sys.exit(run(TailOptions(pid, as_json, parse_kinds(events), match, duration,
+                             max_goroutines, ring_mb)))
+
+
+@cli.command()
+@click.argument("pid", type=int)
+@click.option("--duration", type=DURATION, required=True,
+              help="How long to count (Ctrl-C, SIGTERM or the target's exit end it early).")
+@click.option("--by", type=click.Choice(["reason", "site"]), default="reason", show_default=True,
+              help="Park times per wait reason, or everything split by go statement too.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024), default=131072,
+              show_default=True, help="Size of the in-kernel goroutine table.")
+def hist(pid: int, duration: float, by: str, as_json: bool, max_goroutines: int) -> None:
+    """Histograms of goroutine lifetimes and park times of PID, counted in the kernel.
+
+    Log2 buckets (as bcc's funclatency) with counts, p50 and p99: lifetime is create to exit,
+    park time is park to running again, per wait reason.
+    """
+    from gotrace.commands.hist import HistOptions, run
+
+    sys.exit(run(HistOptions(pid, duration, by, as_json, max_goroutines)))
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

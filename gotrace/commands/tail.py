@@ -1,0 +1,240 @@
+"""`gotrace tail PID`: the goroutine lifecycle as it happens, as a live screen or JSON lines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from gotrace.binary import codemap
+from gotrace.binary.gobinary import GoBinary
+from gotrace.commands.attach import StopSignal, load_bias, open_target
+from gotrace.durations import format_duration
+from gotrace.environment import require_tracing
+from gotrace.errors import BadInput
+from gotrace.events import Event, EventTracer, Kind, RingReader, StreamCounters
+from gotrace.livestats import LiveStats, SiteSymbols
+from gotrace.process import Target
+from gotrace.render.eventjson import EventJsonWriter
+from gotrace.render.live import LiveRenderer
+from gotrace.symbolize import ProcessSymbolizer
+
+POLL_S = 0.05  # the reader wakes up this often (producers never wake it)
+REFRESH_S = 0.5  # the live screen, twice a second
+BATCH_BYTES = 4 << 20  # drained per step, so the screen and signals stay responsive
+LOST_NOTICE_S = 1.0
+
+
+@dataclass
+class TailOptions:
+    pid: int
+    json: bool = False
+    kinds: frozenset[Kind] = field(default_factory=lambda: frozenset(Kind))
+    match: str | None = None
+    duration_s: float | None = None
+    max_goroutines: int = 131072
+    ring_mb: int = 16
+
+
+def parse_kinds(text: str) -> frozenset[Kind]:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in {k.label for k in Kind}]
+    if bad or not names:
+        raise BadInput(f"--events {text!r}: choose among create, exit, park, wake "
+                       "(comma-separated)")
+    return frozenset(k for k in Kind if k.label in names)
+
+
+def compile_match(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as e:
+        raise BadInput(f"--match {text!r} is not a valid regular expression: {e}") from None
+
+
+def ring_pages(mb: int) -> int:
+    """The ring buffer's size in pages: a power of two, as BPF requires."""
+    pages = max(1, (mb << 20) // 4096)
+    return 1 << (pages.bit_length() - 1)
+
+
+class TailSession:
+    """The attached tracer as a source of events and counters (what the screen reads)."""
+
+    def __init__(self, opts: TailOptions, target: Target, gb: GoBinary) -> None:
+        self.opts = opts
+        self.target = target
+        self.gb = gb
+        self.bias = load_bias(target, gb)
+        selection = None
+        if opts.match is not None:
+            selection = codemap.select(gb.pcln, gb.img.read, compile_match(opts.match))
+            if not selection:
+                raise BadInput(f"--match {opts.match!r} matches no function and no go statement "
+                               f"of PID {target.pid} ({target.exe_display})")
+        self.tracer = EventTracer(gb, target, bias=self.bias, kinds=opts.kinds,
+                                  selection=selection, ring_pages=ring_pages(opts.ring_mb),
+                                  max_goroutines=opts.max_goroutines)
+        sym = ProcessSymbolizer(gb.pcln, self.bias)
+        self.symbols = SiteSymbols(lambda pc: sym.frames(pc, is_return_address=True), sym.goroot)
+        self.start_ns = time.monotonic_ns()
+
+    @property
+    def reader(self) -> RingReader:
+        assert self.tracer.reader is not None
+        return self.tracer.reader
+
+    def poll(self) -> list[Event]:
+        return self.reader.drain(BATCH_BYTES)
+
+    def counters(self) -> StreamCounters:
+        return self.tracer.stream_counters()
+
+
+def _stdout_gone() -> None:
+    """The reader of our stdout went away (`| head`): stop writing, quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def run(opts: TailOptions) -> int:
+    target, gb = open_target(opts.pid)  # bad input (exit 2) first, then the machine (exit 3)
+    if opts.match is not None:
+        compile_match(opts.match)
+    require_tracing()
+    session = TailSession(opts, target, gb)
+    err = Console(stderr=True, highlight=False)
+    stop = StopSignal()
+    exited = False
+    try:
+        session.tracer.attach()
+        session.start_ns = session.tracer.ready_ns
+        kinds = ",".join(k.label for k in Kind if k in opts.kinds)
+        match = f" of goroutines matching /{opts.match}/" if opts.match else ""
+        until = f" for {format_duration(opts.duration_s)}" if opts.duration_s else ""
+        err.print(f"[bold]gotrace tail[/] attached to PID {target.pid} ({target.exe_display}, "
+                  f"{gb.go_version}): {len(session.tracer.attached)} uprobes; {kinds} "
+                  f"events{match}{until}. Ctrl-C to stop.")
+        exited = (_run_json if opts.json else _run_live)(session, stop, err)
+    finally:
+        session.tracer.close()
+        stop.restore()
+    if exited:
+        err.print(f"gotrace: PID {target.pid} exited")
+    err.print("gotrace: detached")
+    return 0
+
+
+def _loop(session: TailSession, stop: StopSignal, handle: Callable[[list[Event]], None],
+          tick: Callable[[int], None], tick_s: float) -> bool:
+    """Drain, hand over, tick; True when the loop ended because the target exited."""
+    opts = session.opts
+    deadline = (session.start_ns + int(opts.duration_s * 1e9)) if opts.duration_s else None
+    next_tick = time.monotonic_ns()
+    exited = False
+    events: list[Event] = []
+    while stop.received is None:
+        events = session.poll()
+        handle(events)
+        now = time.monotonic_ns()
+        if now >= next_tick:
+            tick(now)
+            next_tick = now + int(tick_s * 1e9)
+            if not session.target.alive():
+                exited = True
+                break
+        if deadline is not None and now >= deadline:
+            break
+        if len(events) * 64 < BATCH_BYTES // 2:
+            time.sleep(POLL_S)
+    # What the probes produced before the end is still in the ring: hand it over.
+    while events := session.poll():
+        handle(events)
+    return exited
+
+
+def _summary(session: TailSession, written: int, exited: bool) -> dict[str, Any]:
+    c = session.counters()
+    return {
+        "t": round((time.monotonic_ns() - session.start_ns) / 1e9, 6),
+        "events": written, "created": c.created, "exited": c.exited, "parks": c.parked,
+        "wakes": c.woken, "lost_events": c.lost_events,
+        "lost": {"ring_buffer": c.lost_ringbuf, "table_full": c.lost_table_full,
+                 "memory_reads": c.lost_reads},
+        "target_exited": exited,
+    }
+
+
+def _run_json(session: TailSession, stop: StopSignal, err: Console) -> bool:
+    writer = EventJsonWriter(sys.stdout, start_ns=session.start_ns, symbols=session.symbols,
+                             reason_name=session.gb.wait_reason)
+    reported_lost = 0
+    gone = False
+
+    def handle(events: list[Event]) -> None:
+        nonlocal gone
+        if gone:
+            return
+        try:
+            writer.write(events)
+        except BrokenPipeError:
+            gone = True
+            _stdout_gone()
+            stop.received = -1
+
+    def tick(now: int) -> None:
+        nonlocal reported_lost
+        c = session.counters()
+        if c.lost_events > reported_lost:
+            err.print(f"gotrace: {c.lost_events:,} events lost so far (ring buffer full "
+                      f"{c.lost_ringbuf:,}, goroutine table full {c.lost_table_full:,}, "
+                      f"memory reads {c.lost_reads:,})")
+            reported_lost = c.lost_events
+
+    exited = _loop(session, stop, handle, tick, LOST_NOTICE_S)
+    if not gone:
+        with contextlib.suppress(BrokenPipeError):
+            writer.end(_summary(session, writer.written, exited))
+    return exited
+
+
+def _run_live(session: TailSession, stop: StopSignal, err: Console) -> bool:
+    opts = session.opts
+    stats = LiveStats(max_goroutines=opts.max_goroutines)
+    renderer = LiveRenderer()
+    console = Console(highlight=False)
+    exited = False
+
+    def snapshot(now: int, target_exited: bool = False) -> Any:
+        return renderer.render(stats.snapshot(
+            now_ns=now, start_ns=session.start_ns, pid=session.target.pid,
+            go_version=session.gb.go_version, kinds=opts.kinds, symbols=session.symbols,
+            reason_name=session.gb.wait_reason, counters=session.counters(), match=opts.match,
+            target_exited=target_exited))
+
+    live = Live(console=console, screen=True, auto_refresh=False, transient=True) \
+        if console.is_terminal else None
+
+    def tick(now: int) -> None:
+        stats.sample(now)
+        if live is not None:
+            live.update(snapshot(now), refresh=True)
+
+    if live is not None:
+        with live:
+            exited = _loop(session, stop, stats.feed, tick, REFRESH_S)
+    else:
+        exited = _loop(session, stop, stats.feed, tick, REFRESH_S)
+    now = time.monotonic_ns()
+    stats.sample(now)
+    console.print(snapshot(now, exited))
+    return exited

@@ -1,0 +1,235 @@
+"""The event stream of `gotrace tail`: BPF ring-buffer records (struct event in bpf/gotrace.h),
+read straight from the ring's shared memory, and the tracer build that produces them.
+
+The reader maps the ring like libbpf does (consumer page read-write, producer page and the
+twice-mapped data read-only) and drains it in one copy per poll, so Python pays a slice and a
+struct unpack per event, not a ctypes callback. Producers never wake the reader (the records
+are submitted with BPF_RB_NO_WAKEUP): it polls on a timer, and the target never pays for a
+wake-up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import NamedTuple
+
+from gotrace.binary import codemap
+from gotrace.binary.gobinary import GoBinary
+from gotrace.bpfdefs import const
+from gotrace.process import Target
+from gotrace.tracer import Tracer
+
+
+class Kind(IntEnum):
+    CREATE = const("EV_CREATE")
+    EXIT = const("EV_EXIT")
+    PARK = const("EV_PARK")
+    WAKE = const("EV_WAKE")
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+KINDS = {k.label: k for k in Kind}
+
+
+class Event(NamedTuple):
+    """One record; field order is struct event's."""
+
+    ts_ns: int
+    goid: int
+    parent_goid: int
+    gopc: int  # the go statement (runtime address); 0: unknown
+    pc: int  # park: return address in the parked-at frame
+    duration_ns: int  # wake: time parked; exit: lifetime; 0: unknown
+    kind: int  # Kind
+    wait_reason: int
+
+
+EVENT = struct.Struct("<QQQQQQII")
+assert EVENT.size == const("EVENT_SIZE"), "struct event changed: update EVENT"
+
+_HDR = struct.Struct("<II")
+_BUSY = 1 << 31
+_DISCARD = 1 << 30
+_U64 = struct.Struct("<Q")
+
+
+def decode(records: Iterable[bytes]) -> list[Event]:
+    return [Event._make(EVENT.unpack(r)) for r in records]
+
+
+class RingReader:
+    """Consumer side of a BPF ring buffer map, through mmap (the protocol libbpf implements).
+
+    Layout: page 0 = consumer position (ours to write); page 1 = producer position; then the
+    data area, mapped twice in a row so a record that wraps reads as one slice. Each record
+    has an 8-byte header: length with a busy bit (reserved, not yet submitted) and a discard
+    bit.
+    """
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        if size & (size - 1):
+            raise ValueError("ring buffer size must be a power of two")
+        page = mmap.PAGESIZE
+        self.size = size
+        self.mask = size - 1
+        self._page = page
+        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
+                               offset=0)
+        self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                               offset=page)
+        self.malformed = 0  # records of an unexpected size (never produced by our program)
+
+    def pending_bytes(self) -> int:
+        return int(_U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0])
+
+    def drain(self, limit: int = 1 << 22) -> list[Event]:
+        """Every submitted record up to the first one still being written (at most ~limit bytes)."""
+        cons = _U64.unpack_from(self._cons, 0)[0]
+        avail = _U64.unpack_from(self._prod, 0)[0] - cons
+        if avail <= 0:
+            return []
+        n = min(avail, limit)
+        start = self._page + (cons & self.mask)
+        # A few bytes past the limit let the record that straddles it complete.
+        buf = self._prod[start : start + min(avail, n + 256)]
+        out: list[Event] = []
+        append = out.append
+        make = Event._make
+        unpack = EVENT.unpack_from
+        hdr = _HDR.unpack_from
+        size = EVENT.size
+        off = 0
+        while off < n and off + 8 <= len(buf):
+            length = hdr(buf, off)[0]
+            if length & _BUSY:
+                break
+            body = length & ~(_BUSY | _DISCARD)
+            step = (body + 8 + 7) & ~7
+            if off + step > len(buf):
+                break
+            if not length & _DISCARD:
+                if body == size:
+                    append(make(unpack(buf, off + 8)))
+                else:
+                    self.malformed += 1
+            off += step
+        if off:
+            _U64.pack_into(self._cons, 0, cons + off)
+        return out
+
+    def close(self) -> None:
+        self._cons.close()
+        self._prod.close()
+
+
+@dataclass
+class StreamCounters:
+    """Kernel-side counters of a tail session (per-CPU sums)."""
+
+    created: int = 0
+    exited: int = 0
+    parked: int = 0
+    woken: int = 0
+    emitted: int = 0
+    lost_ringbuf: int = 0  # events the ring buffer had no room for
+    lost_table_full: int = 0
+    lost_reads: int = 0
+
+    @property
+    def lost_events(self) -> int:
+        return self.lost_ringbuf + self.lost_table_full + self.lost_reads
+
+
+PARENT_FROM_M_CURG = 192  # runtime.m.curg, Go 1.19-1.24 (parentGoid exists from 1.21)
+
+
+def parent_cflags(gb: GoBinary) -> list[str]:
+    """Before Go 1.21 the creator's goid comes from g0.m.curg at the create hook."""
+    if gb.offsets.parent_goid is not None:
+        return []
+    return [f"-DG_M_OFF={gb.offsets.m}", f"-DM_CURG_OFF={PARENT_FROM_M_CURG}"]
+
+
+class EventTracer(Tracer):
+    """The tracer built with -DEMIT_EVENTS=1: the goroutine table plus a stream of events.
+
+    No stacks are captured in BPF; parks carry only their parked-at frame (a walk of at most
+    PARK_WALK frame pointers over runtime and standard-library code).
+    """
+
+    def __init__(self, gb: GoBinary, target: Target, *, bias: int, kinds: Iterable[Kind],
+                 selection: codemap.Selection | None = None, ring_pages: int = 4096,
+                 max_goroutines: int = 131072, park_walk: int = 12) -> None:
+        super().__init__(gb, target, max_goroutines=max_goroutines, park_stacks=False)
+        self.bias = bias
+        self.kinds = frozenset(kinds)
+        self.selection = selection
+        self.ring_pages = ring_pages
+        self.park_walk = park_walk
+        self.ranges = codemap.code_ranges(gb.pcln)
+        self.reader: RingReader | None = None
+        self.ready_ns = 0
+
+    def cflags(self) -> list[str]:
+        lo, hi = codemap.text_range(self.gb.pcln)
+        mask = sum(1 << k for k in self.kinds)
+        sel = self.selection
+        entries = max(len(sel.gopcs), len(sel.starts), 1) if sel is not None else 1
+        return [
+            *super().cflags(),
+            "-DCREATE_STACKS=0",
+            "-DEMIT_EVENTS=1",
+            f"-DRINGBUF_PAGES={self.ring_pages}",
+            f"-DEVENT_MASK={mask}",
+            f"-DMATCH={int(sel is not None)}",
+            f"-DMATCH_ENTRIES={entries}",
+            f"-DNR_STD_RANGES={len(self.ranges)}",
+            f"-DTEXT_LO={lo + self.bias:#x}ULL",
+            f"-DTEXT_HI={hi + self.bias:#x}ULL",
+            f"-DPARK_WALK={self.park_walk}",
+            *parent_cflags(self.gb),
+        ]
+
+    def configure(self) -> None:
+        self.ready_ns = time.monotonic_ns()  # "attach" time: loaded, probes about to fire
+        bpf = self.bpf
+        if self.ranges:
+            table = bpf["std_ranges"]
+            for i, r in enumerate(self.ranges):
+                table[ctypes.c_uint32(i)] = table.Leaf(r.lo + self.bias, r.hi + self.bias, r.kind)
+        if self.selection is not None:
+            for name, pcs in (("match_gopc", self.selection.gopcs),
+                              ("match_start", self.selection.starts)):
+                table = bpf[name]
+                for pc in pcs:
+                    table[table.Key(pc + self.bias)] = table.Leaf(1)
+        events = bpf["events"]
+        self.reader = RingReader(events.map_fd, self.ring_pages * mmap.PAGESIZE)
+
+    def stream_counters(self) -> StreamCounters:
+        table = self.bpf["counters"]
+
+        def total(name: str) -> int:
+            return int(table.sum(ctypes.c_int(const(name))).value)
+
+        return StreamCounters(
+            created=total("CTR_CREATED"), exited=total("CTR_EXITED"),
+            parked=total("CTR_PARKED"), woken=total("CTR_RUN"), emitted=total("CTR_EMITTED"),
+            lost_ringbuf=total("CTR_LOST_RINGBUF"), lost_table_full=total("CTR_LOST_TABLE_FULL"),
+            lost_reads=total("CTR_LOST_READ"),
+        )
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        super().close()

@@ -1,0 +1,3 @@
+module lifetimes
+
+go 1.19
