@@ -66,6 +66,36 @@ def decode(records: Iterable[bytes]) -> list[Event]:
     return [Event._make(EVENT.unpack(r)) for r in records]
 
 
+def parse_records(buf: bytes, n: int) -> tuple[list[Event], int, int]:
+    """Ring-buffer records from the start of buf: (events, bytes consumed, malformed).
+
+    Stops at the first record still busy (reserved, not yet submitted) or at n bytes; a record
+    may end past n if buf holds it. Discarded records are skipped.
+    """
+    out: list[Event] = []
+    append = out.append
+    make = Event._make
+    unpack = EVENT.unpack_from
+    hdr = _HDR.unpack_from
+    size = EVENT.size
+    malformed = off = 0
+    while off < n and off + 8 <= len(buf):
+        length = hdr(buf, off)[0]
+        if length & _BUSY:
+            break
+        body = length & ~(_BUSY | _DISCARD)
+        step = (body + 8 + 7) & ~7
+        if off + step > len(buf):
+            break
+        if not length & _DISCARD:
+            if body == size:
+                append(make(unpack(buf, off + 8)))
+            else:
+                malformed += 1
+        off += step
+    return out, off, malformed
+
+
 class RingReader:
     """Consumer side of a BPF ring buffer map, through mmap (the protocol libbpf implements).
 
@@ -101,29 +131,10 @@ class RingReader:
         start = self._page + (cons & self.mask)
         # A few bytes past the limit let the record that straddles it complete.
         buf = self._prod[start : start + min(avail, n + 256)]
-        out: list[Event] = []
-        append = out.append
-        make = Event._make
-        unpack = EVENT.unpack_from
-        hdr = _HDR.unpack_from
-        size = EVENT.size
-        off = 0
-        while off < n and off + 8 <= len(buf):
-            length = hdr(buf, off)[0]
-            if length & _BUSY:
-                break
-            body = length & ~(_BUSY | _DISCARD)
-            step = (body + 8 + 7) & ~7
-            if off + step > len(buf):
-                break
-            if not length & _DISCARD:
-                if body == size:
-                    append(make(unpack(buf, off + 8)))
-                else:
-                    self.malformed += 1
-            off += step
-        if off:
-            _U64.pack_into(self._cons, 0, cons + off)
+        out, used, malformed = parse_records(buf, n)
+        self.malformed += malformed
+        if used:
+            _U64.pack_into(self._cons, 0, cons + used)
         return out
 
     def close(self) -> None:

@@ -164,12 +164,13 @@ def _loop(session: TailSession, stop: StopSignal, handle: Callable[[list[Event]]
 
 def _summary(session: TailSession, written: int, exited: bool) -> dict[str, Any]:
     c = session.counters()
+    unreadable = session.reader.malformed
     return {
         "t": round((time.monotonic_ns() - session.start_ns) / 1e9, 6),
         "events": written, "created": c.created, "exited": c.exited, "parks": c.parked,
-        "wakes": c.woken, "lost_events": c.lost_events,
+        "wakes": c.woken, "lost_events": c.lost_events + unreadable,
         "lost": {"ring_buffer": c.lost_ringbuf, "table_full": c.lost_table_full,
-                 "memory_reads": c.lost_reads},
+                 "memory_reads": c.lost_reads, "unreadable_records": unreadable},
         "target_exited": exited,
     }
 
