@@ -7,9 +7,12 @@ them on amd64). The target keeps running meanwhile, so every read may fail or be
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from gotrace.binary.offsets import GOffsets
+from gotrace.errors import BadInput
 from gotrace.process import ProcessMemory
 
 G_IDLE = 0
@@ -61,38 +64,50 @@ class GSnapshot:
         return self.status in (G_DEAD, G_DEADEXTRA)
 
 
+# GSnapshot fields read as u64 at an offset of runtime.g (None: absent in this version).
+_U64_FIELDS = ("goid", "sched_pc", "sched_sp", "sched_bp", "stack_lo", "stack_hi", "gopc",
+               "startpc", "parent_goid", "m", "sched_g", "syscallsp", "syscallpc", "syscallbp",
+               "waitsince")
+
+
+@lru_cache(maxsize=16)
+def _layout(off: GOffsets) -> tuple[struct.Struct, tuple[str, ...], int]:
+    """One struct format for every field of runtime.g gotrace reads: a single unpack per g
+    (a dump reads each of 100k goroutines twice)."""
+    where = {"sched_g": off.sched_sp + 16}  # gobuf: sp, pc, g
+    fields: list[tuple[int, str, str]] = [(off.status, "I", "status"),
+                                          (off.waitreason, "B", "wait_reason")]
+    for name in _U64_FIELDS:
+        o = where.get(name, getattr(off, name, None))
+        if o is not None:
+            fields.append((o, "Q", name))
+    fields.sort()
+    fmt, pos, names = "<", 0, []
+    for o, code, name in fields:
+        if o < pos:
+            raise BadInput(f"runtime.g offsets from {off.source} overlap at {o} ({name}): "
+                           "cannot read goroutines of this binary")
+        fmt += f"{o - pos}x{code}" if o > pos else code
+        pos = o + struct.calcsize("<" + code)
+        names.append(name)
+    return struct.Struct(fmt), tuple(names), pos
+
+
+_last: list[tuple[GOffsets, tuple[struct.Struct, tuple[str, ...], int]]] = []
+
+
 def read_g(mem: ProcessMemory, off: GOffsets, gaddr: int) -> GSnapshot | None:
-    extra = [o for o in (off.syscallsp, off.syscallpc, off.syscallbp, off.waitsince,
-                         off.parent_goid) if o is not None]
-    size = max(off.goid, off.status, off.waitreason, off.sched_bp, off.stack_hi, off.gopc,
-               off.startpc, off.m, *extra) + 8
+    if _last and _last[0][0] is off:  # hashing GOffsets costs more than reading a g
+        layout, names, size = _last[0][1]
+    else:
+        _last[:] = [(off, _layout(off))]
+        layout, names, size = _last[0][1]
     raw = mem.read(gaddr, size)
     if raw is None:
         return None
-
-    def u64(o: int | None) -> int:
-        return 0 if o is None else int.from_bytes(raw[o : o + 8], "little")
-
-    return GSnapshot(
-        goid=u64(off.goid),
-        status=int.from_bytes(raw[off.status : off.status + 4], "little") & ~G_SCAN,
-        wait_reason=raw[off.waitreason],
-        sched_pc=u64(off.sched_pc),
-        sched_sp=u64(off.sched_sp),
-        sched_bp=u64(off.sched_bp),
-        stack_lo=u64(off.stack_lo),
-        stack_hi=u64(off.stack_hi),
-        gaddr=gaddr,
-        gopc=u64(off.gopc),
-        startpc=u64(off.startpc),
-        parent_goid=u64(off.parent_goid),
-        m=u64(off.m),
-        sched_g=u64(off.sched_sp + 16),  # gobuf: sp, pc, g
-        syscallsp=u64(off.syscallsp),
-        syscallpc=u64(off.syscallpc),
-        syscallbp=u64(off.syscallbp),
-        waitsince=u64(off.waitsince),
-    )
+    values = dict(zip(names, layout.unpack_from(raw), strict=True))
+    values["status"] &= ~G_SCAN
+    return GSnapshot(gaddr=gaddr, **values)
 
 
 def unwind_parked(mem: ProcessMemory, g: GSnapshot) -> list[int]:

@@ -132,7 +132,7 @@ class DumpedGoroutine:
     stack: list[Frame]  # innermost first, runtime frames included
     stack_note: str | None = None  # why the stack is missing or partial
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, with_stack: bool = True) -> dict[str, Any]:
         return {
             "goid": self.goid,
             "parent_goid": self.parent_goid,
@@ -141,7 +141,7 @@ class DumpedGoroutine:
             "wait_s": None if self.wait_s is None else round(self.wait_s, 3),
             "created_at": frame_json(self.created_at),
             "start_function": self.start_function,
-            "stack": [frame_json(f) for f in self.stack],
+            "stack": [frame_json(f) for f in self.stack] if with_stack else None,
             "stack_note": self.stack_note,
         }
 
@@ -159,7 +159,7 @@ class GoroutineDump:
     elapsed_s: float = 0.0  # how long reading took
     wrappers: frozenset[str] = frozenset()  # generated functions Go's tracebacks leave out
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, with_goroutines: bool = True) -> dict[str, Any]:
         return {
             "pid": self.pid,
             "go_version": self.go_version,
@@ -169,7 +169,7 @@ class GoroutineDump:
             "below_min_wait": self.below_min_wait,
             "wait_unknown": self.wait_unknown,
             "elapsed_s": round(self.elapsed_s, 3),
-            "goroutines": [g.to_json() for g in self.goroutines],
+            "goroutines": [g.to_json() for g in self.goroutines] if with_goroutines else None,
         }
 
 

@@ -85,8 +85,13 @@ def check_layout(gs: Sequence[GSnapshot], gb: GoBinary, bias: int,
             f"{o.source}: goid {o.goid}, status {o.status}, sched {o.sched_sp}): {why}; "
             "gotrace does not guess layouts, so it cannot read this program's goroutines")
 
+    known: dict[int, bool] = {}  # goroutines share their PCs: look each up once
+
     def in_text(pc: int) -> bool:
-        return gb.pcln.func_at(pc - bias) is not None
+        got = known.get(pc)
+        if got is None:
+            got = known[pc] = gb.pcln.func_at(pc - bias) is not None
+        return got
 
     if not gs:
         raise fail("no live goroutine found in runtime.allgs")

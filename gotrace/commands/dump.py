@@ -85,22 +85,19 @@ def _dump(pid: int, gb: GoBinary, mem: ProcessMemory, bias: int, min_wait_s: flo
     stacks = StackSymbols(sym)
     out = GoroutineDump(pid, gb.go_version, [], skipped=scan.skipped, min_wait_s=min_wait_s)
     has_parent = gb.offsets.parent_goid is not None
+    now_ns = time.monotonic_ns()
     for g in scan.goroutines:
         start = sym.function(g.startpc)
-        if not include_system and is_system(start):
+        verdict = selected(g, start, now_ns, min_wait_s, include_system)
+        if verdict == SYSTEM:
             out.system_hidden += 1
             continue
-        wait_s = _wait_s(g)
-        if min_wait_s is not None:
-            if g.status not in (G_WAITING, G_SYSCALL, G_LEAKED):
-                out.below_min_wait += 1
-                continue
-            if wait_s is None:
-                out.wait_unknown += 1
-                continue
-            if wait_s < min_wait_s:
-                out.below_min_wait += 1
-                continue
+        if verdict == SHORT:
+            out.below_min_wait += 1
+            continue
+        if verdict == UNKNOWN_WAIT:
+            out.wait_unknown += 1
+            continue
         st = reader.stack(g, MAX_FRAMES)
         if st is None:
             out.skipped += 1  # changed while read, or exited
@@ -111,15 +108,36 @@ def _dump(pid: int, gb: GoBinary, mem: ProcessMemory, bias: int, min_wait_s: flo
     return out
 
 
-def _wait_s(g: GSnapshot) -> float | None:
+SHOWN, SYSTEM, SHORT, UNKNOWN_WAIT = "shown", "system", "short", "unknown wait"
+
+
+def selected(g: GSnapshot, start: str, now_ns: int, min_wait_s: float | None,
+             include_system: bool) -> str:
+    """Whether a goroutine is shown, and if not, under which count it is left out."""
+    if not include_system and is_system(start):
+        return SYSTEM
+    if min_wait_s is None:
+        return SHOWN
+    if g.status not in (G_WAITING, G_SYSCALL, G_LEAKED):
+        return SHORT
+    wait_s = _wait_s(g, now_ns)
+    if wait_s is None:
+        return UNKNOWN_WAIT
+    return SHOWN if wait_s >= min_wait_s else SHORT
+
+
+def _wait_s(g: GSnapshot, now_ns: int | None = None) -> float | None:
     """How long g has waited, from g.waitsince: the runtime's nanotime() (CLOCK_MONOTONIC).
 
     The GC sets it to its cycle's start time for goroutines it finds waiting, so it is
-    approximate and unknown (0) until a GC has run since the goroutine parked.
+    approximate, and unknown (0) until a GC has run since the goroutine parked. The runtime
+    forces a GC every 2 minutes (forcegcperiod) unless GOGC=off, so a wait still unknown is
+    most likely shorter than that.
     """
     if g.status not in (G_WAITING, G_SYSCALL, G_LEAKED) or not g.waitsince:
         return None
-    return max(0.0, (time.monotonic_ns() - g.waitsince) / 1e9)
+    now = time.monotonic_ns() if now_ns is None else now_ns
+    return max(0.0, (now - g.waitsince) / 1e9)
 
 
 def _goroutine(st: GoroutineStack, gb: GoBinary, stacks: StackSymbols, start: str,

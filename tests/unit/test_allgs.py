@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
-from gotrace.binary.allgs import decode_allgadd, find_allgs, from_symbols
+from gotrace.allgs import GoroutineReader
+from gotrace.binary.allgs import AllgsAddrs, decode_allgadd, find_allgs, from_symbols
 from gotrace.binary.buildinfo import parse_go_version, read_build_info
 from gotrace.binary.elf import ElfImage
 from gotrace.binary.funcinfo import frame_size, wrapper_functions
 from gotrace.binary.offsets import GOffsets, dwarf_offsets, table_offsets
 from gotrace.binary.pclntab import Pclntab
+from gotrace.commands.dump import SHORT, SHOWN, SYSTEM, UNKNOWN_WAIT, selected
 from gotrace.errors import BadInput
 from gotrace.gstate import G_DEAD, G_DEADEXTRA, G_RUNNING, G_SYSCALL, G_WAITING, read_g, unwind
 from tests.gobuild import GO_VERSIONS, GoBuild, build_go
@@ -149,9 +152,6 @@ class FakeReader:
     """GoroutineReader over fake memory, without a GoBinary."""
 
     def __init__(self, mem: FakeMemory, allglen_addr: int, allgptr_addr: int) -> None:
-        from gotrace.allgs import GoroutineReader
-        from gotrace.binary.allgs import AllgsAddrs
-
         class GB:
             offsets = OFF
             go_version = "go1.27.3"
@@ -269,3 +269,18 @@ def test_read_g_returns_the_new_fields() -> None:
     assert g is not None
     assert (g.goid, g.parent_goid, g.gopc, g.startpc, g.waitsince, g.gaddr) == \
         (42, 7, 0x402000, 0x403000, 123456789, 0xA000)
+
+
+def test_min_wait_keeps_goroutines_the_gc_dated_long_enough() -> None:
+    now = 1000 * 10**9
+    g = read_g(memory_with_gs({0xA000: make_g(0xA000, 9, G_WAITING)})[0], OFF, 0xA000)  # type: ignore[arg-type]
+    assert g is not None
+    dated = replace(g, waitsince=now - 400 * 10**9)  # the GC saw it waiting 400 s ago
+    assert selected(dated, "main.worker", now, 300.0, False) == SHOWN
+    assert selected(dated, "main.worker", now, 500.0, False) == SHORT
+    assert selected(g, "main.worker", now, 300.0, False) == UNKNOWN_WAIT  # no GC since
+    assert selected(g, "main.worker", now, None, False) == SHOWN
+    assert selected(replace(dated, status=G_RUNNING), "main.worker", now, 1.0, False) == SHORT
+    assert selected(dated, "runtime.bgsweep", now, None, False) == SYSTEM
+    assert selected(dated, "runtime.bgsweep", now, None, True) == SHOWN
+    assert selected(dated, "runtime.main", now, None, False) == SHOWN

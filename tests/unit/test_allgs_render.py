@@ -99,5 +99,15 @@ def test_min_wait_title_says_the_wait_is_approximate() -> None:
     out = text(GoroutineDump(1, "go1.27.3", [g(7, wait_s=400.0)], min_wait_s=300.0,
                              below_min_wait=12, wait_unknown=3, skipped=1))
     assert "1 goroutines waiting ≥ 5.0m (approximate, from the GC)" in out
-    assert "12 others" in out and "3 waiting for an unknown time" in out
+    assert "12 others" in out and "3 waiting for a time not known yet" in out
     assert "skipped 1 (changing or unreadable)" in out
+
+
+def test_streamed_json_equals_the_plain_encoding() -> None:
+    shared = [GOPARK, CHANRECV, CONSUME, WRAP]
+    d = GoroutineDump(1, "go1.19.8", [g(7, stack=shared), g(8, stack=shared), g(9, stack=[]),
+                                      g(1, reason=None, status="running", parent=None)],
+                      skipped=1, min_wait_s=2.5, below_min_wait=4)
+    out = io.StringIO()
+    DumpJsonRenderer(out).render(d)
+    assert json.loads(out.getvalue()) == json.loads(json.dumps(d.to_json()))
