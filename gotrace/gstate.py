@@ -8,8 +8,11 @@ them on amd64). The target keeps running meanwhile, so every read may fail or be
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import fields as fields_of
 from functools import lru_cache
+from operator import itemgetter
 
 from gotrace.binary.offsets import GOffsets
 from gotrace.errors import BadInput
@@ -70,10 +73,14 @@ _U64_FIELDS = ("goid", "sched_pc", "sched_sp", "sched_bp", "stack_lo", "stack_hi
                "waitsince")
 
 
+_Layout = tuple[struct.Struct, Callable[[tuple[int, ...]], tuple[int, ...]], int]
+
+
 @lru_cache(maxsize=16)
-def _layout(off: GOffsets) -> tuple[struct.Struct, tuple[str, ...], int]:
-    """One struct format for every field of runtime.g gotrace reads: a single unpack per g
-    (a dump reads each of 100k goroutines twice)."""
+def _layout(off: GOffsets) -> _Layout:
+    """One struct format for every field of runtime.g gotrace reads, and the getter that puts
+    the unpacked values in GSnapshot's field order: one unpack and one constructor call per
+    g (a dump of 100k goroutines reads each g twice)."""
     where = {"sched_g": off.sched_sp + 16}  # gobuf: sp, pc, g
     fields: list[tuple[int, str, str]] = [(off.status, "I", "status"),
                                           (off.waitreason, "B", "wait_reason")]
@@ -90,24 +97,26 @@ def _layout(off: GOffsets) -> tuple[struct.Struct, tuple[str, ...], int]:
         fmt += f"{o - pos}x{code}" if o > pos else code
         pos = o + struct.calcsize("<" + code)
         names.append(name)
-    return struct.Struct(fmt), tuple(names), pos
+    # The unpacked tuple gets two more values: 0 (for fields this version lacks) and gaddr.
+    index = {name: i for i, name in enumerate(names)} | {"gaddr": len(names) + 1}
+    order = [index.get(f.name, len(names)) for f in fields_of(GSnapshot)]
+    return struct.Struct(fmt), itemgetter(*order), pos
 
 
-_last: list[tuple[GOffsets, tuple[struct.Struct, tuple[str, ...], int]]] = []
+_last: list[tuple[GOffsets, _Layout]] = []
 
 
 def read_g(mem: ProcessMemory, off: GOffsets, gaddr: int) -> GSnapshot | None:
     if _last and _last[0][0] is off:  # hashing GOffsets costs more than reading a g
-        layout, names, size = _last[0][1]
+        layout, order, size = _last[0][1]
     else:
         _last[:] = [(off, _layout(off))]
-        layout, names, size = _last[0][1]
+        layout, order, size = _last[0][1]
     raw = mem.read(gaddr, size)
     if raw is None:
         return None
-    values = dict(zip(names, layout.unpack_from(raw), strict=True))
-    values["status"] &= ~G_SCAN
-    return GSnapshot(gaddr=gaddr, **values)
+    v = order((*layout.unpack_from(raw), 0, gaddr))
+    return GSnapshot(v[0], v[1] & ~G_SCAN, *v[2:])
 
 
 def unwind_parked(mem: ProcessMemory, g: GSnapshot) -> list[int]:

@@ -145,9 +145,12 @@ class Tracer:
 
         table = self.bpf["goroutines"]
         out = SeedResult()
+        key, leaf = table.Key(), table.Leaf()  # reused: the kernel copies them
+        leaf.create_stack = leaf.park_stack = const("NO_STACK")
+        fd, key_p, leaf_p, update = table.map_fd, ctypes.byref(key), ctypes.byref(leaf), \
+            lib.bpf_update_elem
         for rec in records:
-            key = table.Key(rec.goid)
-            leaf = table.Leaf()
+            key.value = rec.goid
             leaf.gaddr = rec.gaddr
             leaf.created_ns = rec.created_ns
             leaf.parked_ns = rec.parked_ns
@@ -155,12 +158,9 @@ class Tracer:
             leaf.startpc = rec.startpc
             leaf.parent_goid = rec.parent_goid
             leaf.park_caller = rec.park_caller
-            leaf.create_stack = const("NO_STACK")
-            leaf.park_stack = const("NO_STACK")
             leaf.wait_reason = rec.wait_reason
             leaf.flags = rec.flags
-            if lib.bpf_update_elem(table.map_fd, ctypes.byref(key), ctypes.byref(leaf),
-                                   BPF_NOEXIST) == 0:
+            if update(fd, key_p, leaf_p, BPF_NOEXIST) == 0:
                 out.inserted += 1
             elif ctypes.get_errno() == errno.EEXIST:
                 out.already_known += 1

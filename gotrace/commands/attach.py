@@ -103,21 +103,19 @@ class Session:
         # Parked stacks read from memory, kept so a report after the target exits still has them.
         self._stacks: dict[int, tuple[int, ...]] = {}
 
-    def check_layout(self) -> None:
-        """Before any probe: the runtime.g offsets must hold for this very process."""
-        scan = self.goroutines.scan()
-        check_layout(scan.goroutines, self.gb, self.bias, self.goroutines.reread)
-
     def seed(self) -> Seeded:
         """Once the probes are live: the goroutines that already exist enter the table.
 
-        One whose wait began before the attach counts as parked since the attach, a lower
-        bound; its creation stack is just its go statement (gopc). Events seen since the
-        attach win (tracer.seed). A goroutine that exited between the read and the insert
-        left its exit probe nothing to delete: it is removed here.
+        The scan first proves the runtime.g offsets right for this very process (a wrong
+        layout raises BadInput before anything is reported; the probes only ever read).
+        A goroutine whose wait began before the attach counts as parked since the attach, a
+        lower bound; its creation stack is just its go statement (gopc). Events seen since
+        the attach win (tracer.seed). A goroutine that exited between the read and the
+        insert left its exit probe nothing to delete: it is removed here.
         """
         attached_ns = time.monotonic_ns()
         scan = self.goroutines.scan()
+        check_layout(scan.goroutines, self.gb, self.bias, self.goroutines.reread)
         records = [seed_record(g, attached_ns) for g in scan.goroutines]
         result = self.tracer.seed(records)
         gone = []
@@ -190,7 +188,6 @@ def run(opts: AttachOptions) -> int:
     session = Session(opts, target, gb)
     stop = StopSignal()
     try:
-        session.check_layout()
         session.tracer.attach()
         seeded = session.seed()
         session.started = time.monotonic()
