@@ -79,7 +79,8 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
               help="Only goroutines waiting at least this long (approximate: the wait is dated "
                    "by the GC, as in Go's own 'N minutes').")
 @click.option("--all", "include_system", is_flag=True,
-              help="Include the runtime's own goroutines (GC workers, finalizer...).")
+              help="Include the runtime's own goroutines (GC workers, finalizer...) and "
+                   "runtime frames, as GOTRACEBACK=system does.")
 def dump(pid: int, as_json: bool, min_wait: float | None, include_system: bool) -> None:
     """Print every goroutine of PID with its stack, read from outside.
 

@@ -168,6 +168,6 @@ def run(opts: DumpOptions) -> int:
     if opts.json:
         DumpJsonRenderer().render(dump)
     else:
-        DumpTextRenderer().render(dump)
+        DumpTextRenderer(all_frames=opts.include_system).render(dump)
     sys.stdout.flush()
     return 0

@@ -68,11 +68,17 @@ class Group:
     members: list[DumpedGoroutine] = field(default_factory=list)
 
 
-def group(gs: list[DumpedGoroutine], wrappers: frozenset[str] = frozenset()) -> list[Group]:
+def group(gs: list[DumpedGoroutine], wrappers: frozenset[str] = frozenset(),
+          all_frames: bool = False) -> list[Group]:
+    """Goroutines with the same state, shown stack and go statement, largest group first.
+
+    all_frames: every frame and every "created by", as Go prints with GOTRACEBACK=system.
+    """
     groups: dict[tuple[object, ...], Group] = {}
     for g in gs:
-        frames = visible_frames(g.stack, wrappers)
-        created = g.created_at if g.goid != 1 and shown(g.created_at.function, False) else None
+        frames = tuple(g.stack) if all_frames else visible_frames(g.stack, wrappers)
+        created = g.created_at if g.goid != 1 and (
+            all_frames or shown(g.created_at.function, False)) else None
         key = (state(g), frames, created, g.stack_note)
         grp = groups.get(key)
         if grp is None:
@@ -85,8 +91,9 @@ class DumpTextRenderer:
     """Plain text with tabs, exactly as Go prints frames, so tools that read Go's goroutine
     dumps (panicparse, editors' stack-trace parsers) read this one too."""
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, *, all_frames: bool = False) -> None:
         self.out = out or sys.stdout
+        self.all_frames = all_frames
 
     def title(self, d: GoroutineDump) -> str:
         parts = [f"gotrace dump · pid {d.pid} · {d.go_version}",
@@ -106,7 +113,7 @@ class DumpTextRenderer:
     def render(self, d: GoroutineDump) -> None:
         w = self.out.write
         w(self.title(d) + "\n")
-        for grp in group(d.goroutines, d.wrappers):
+        for grp in group(d.goroutines, d.wrappers, self.all_frames):
             n = len(grp.members)
             longest = max((m.wait_s for m in grp.members if m.wait_s is not None), default=None)
             head = f"[{grp.state}{minutes(longest)}]"

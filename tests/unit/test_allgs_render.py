@@ -111,3 +111,13 @@ def test_streamed_json_equals_the_plain_encoding() -> None:
     out = io.StringIO()
     DumpJsonRenderer(out).render(d)
     assert json.loads(out.getvalue()) == json.loads(json.dumps(d.to_json()))
+
+
+def test_all_shows_runtime_frames_as_gotraceback_system() -> None:
+    sweeper = g(3, reason="GC sweep wait", parent=1,
+                stack=[GOPARK, Frame("runtime.bgsweep", f"{GOROOT}/runtime/mgcsweep.go", 279)])
+    out = io.StringIO()
+    DumpTextRenderer(out, all_frames=True).render(GoroutineDump(1, "go1.27.3", [sweeper]))
+    assert "goroutine 3 [GC sweep wait]:\nruntime.gopark(...)\n" in out.getvalue()
+    assert "runtime.bgsweep(...)" in out.getvalue()
+    assert "runtime.gopark" not in text(GoroutineDump(1, "go1.27.3", [sweeper]))
