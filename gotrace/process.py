@@ -57,22 +57,67 @@ class Target:
         return _start_time(self.pid) == self.start_time
 
     def load_bias(self, first_vaddr: int, first_offset: int) -> int:
-        """Runtime address minus link-time address of the executable's first PT_LOAD (PIE)."""
+        """Runtime address minus link-time address of the executable's first PT_LOAD (PIE).
+
+        The mapping is recognised by inode or, where a filesystem (overlayfs in containers)
+        shows another inode in maps than stat does, by the path the target sees.
+        """
         try:
             st = os.stat(self.exe)
             with open(f"/proc/{self.pid}/maps") as f:
                 for line in f:
-                    parts = line.split()
+                    parts = line.split(maxsplit=5)
                     if len(parts) < 6:
                         continue
-                    dev_inode = int(parts[4])
                     off = int(parts[2], 16)
-                    if dev_inode == st.st_ino and off == first_offset & ~0xFFF:
+                    if off != first_offset & ~0xFFF:
+                        continue
+                    path = parts[5].rstrip("\n").removesuffix(" (deleted)")
+                    if int(parts[4]) == st.st_ino or path == self.exe_display.removesuffix(
+                            " (deleted)"):
                         start = int(parts[0].split("-")[0], 16)
                         return start - (first_vaddr & ~0xFFF)
-        except OSError:
+        except (OSError, ValueError):
             pass
         return 0
+
+    def namespaces(self) -> Namespaces:
+        """Whether the target lives in its own mount / PID namespace (a container)."""
+        return Namespaces(
+            own_mount=_ns_differs(self.pid, "mnt"),
+            own_pid=_ns_differs(self.pid, "pid"),
+            inner_pid=_inner_pid(self.pid),
+        )
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    own_mount: bool | None  # None: could not tell (no permission)
+    own_pid: bool | None
+    inner_pid: int | None  # its PID as seen inside its own PID namespace (NSpid)
+
+    @property
+    def container(self) -> bool:
+        return bool(self.own_mount or self.own_pid)
+
+
+def _ns_differs(pid: int, kind: str) -> bool | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino != os.stat(f"/proc/self/ns/{kind}").st_ino
+    except OSError:
+        return None
+
+
+def _inner_pid(pid: int) -> int | None:
+    """Last NSpid of /proc/PID/status: the innermost namespace's view of this process."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class ProcessMemory:

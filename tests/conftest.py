@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,18 @@ def go_build() -> GoBuild:
         return built[key]
 
     return build
+
+
+@pytest.fixture(scope="session", autouse=True)
+def binary_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """gotrace's per-build-ID cache of binary facts, private to this test session: the first
+    read of each test binary derives its facts, later ones (and later gotrace processes) use
+    the cache, and nothing is left in /var/cache/gotrace."""
+    d = tmp_path_factory.mktemp("binary-cache")
+    old = os.environ.get("GOTRACE_BINARY_CACHE")
+    os.environ["GOTRACE_BINARY_CACHE"] = str(d)
+    yield d
+    if old is None:
+        del os.environ["GOTRACE_BINARY_CACHE"]
+    else:
+        os.environ["GOTRACE_BINARY_CACHE"] = old

@@ -47,6 +47,7 @@ class ElfImage:
             raise BadInput(f"cannot open {path}: {e.strerror}") from None
         try:
             size = os.fstat(self._file.fileno()).st_size
+            self.size = size
             if size < 64:
                 raise BadInput(f"{path} is not an ELF executable (too small)")
             self.data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)

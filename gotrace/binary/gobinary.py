@@ -2,18 +2,20 @@
 
 This is the ELF-derived "spec" (as in libbpf/cilium): version, symbols, struct offsets, wait
 reasons and probe placements. It never touches a live process or the kernel, so it is unit
-tested on binaries built by the tests.
+tested on binaries built by the tests. The derived facts are cached per build ID
+(gotrace/binary/cache.py); the symbol table itself is read lazily from the file every time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from gotrace.binary import disasm
+from gotrace.binary import cache, disasm
 from gotrace.binary.buildinfo import parse_go_version, read_build_info
 from gotrace.binary.elf import ElfImage
 from gotrace.binary.offsets import SUPPORTED_MINORS, GOffsets, dwarf_offsets, table_offsets
-from gotrace.binary.pclntab import Func, Pclntab
+from gotrace.binary.pclntab import Func, InlineSite, Pclntab
 from gotrace.binary.waitreasons import wait_reasons
 from gotrace.errors import BadInput
 
@@ -41,19 +43,24 @@ class GoBinary:
     wait_reasons: list[str]
     wait_reason_source: str
     hooks: list[Hook] = field(default_factory=list)
+    # Hooked functions that the compiler also inlined elsewhere (PGO builds): the events of
+    # those copies never reach the probe. None: the inline trees could not be read.
+    inlined: dict[str, list[InlineSite]] | None = None
+    from_cache: bool = False
 
     @classmethod
-    def open(cls, path: str, *, display_name: str | None = None) -> GoBinary:
+    def open(cls, path: str, *, display_name: str | None = None,
+             use_cache: bool = True) -> GoBinary:
         """Read a Go executable; errors name it as the user knows it (display_name)."""
         try:
-            return cls._open(path, display_name)
+            return cls._open(path, display_name, use_cache)
         except BadInput as e:
             if display_name and path in e.message:
                 raise BadInput(e.message.replace(path, display_name)) from None
             raise
 
     @classmethod
-    def _open(cls, path: str, display_name: str | None) -> GoBinary:
+    def _open(cls, path: str, display_name: str | None, use_cache: bool) -> GoBinary:
         img = ElfImage(path)
         if img.machine != "EM_X86_64":
             raise BadInput(f"{display_name or path}: {img.machine} binaries are not supported yet "
@@ -64,6 +71,12 @@ class GoBinary:
             raise BadInput(f"{display_name or path} was built with {info.go_version}; gotrace "
                            "supports Go 1.19 to 1.27")
         pcln = Pclntab(img)
+        if use_cache:
+            facts = cache.load(img)
+            if facts is not None:
+                gb = _from_facts(path, img, info.go_version, minor, pcln, facts)
+                if gb is not None:
+                    return gb
         offsets = dwarf_offsets(img) or table_offsets(minor)
         string_method = pcln.lookup("runtime.waitReason.String")
         reasons, source = wait_reasons(
@@ -71,19 +84,45 @@ class GoBinary:
         )
         gb = cls(path, img, info.go_version, minor, pcln, offsets, reasons, source)
         gb.hooks = choose_hooks(gb)
+        gb.inlined = inlined_hooks(gb.pcln, gb.hooks)
+        if use_cache:
+            cache.save(img, _facts(gb), [h.addr for h in gb.hooks] + [pcln.header_addr])
         return gb
 
     def func(self, name: str) -> Func:
         f = self.pcln.lookup(name)
         if f is None:
+            sites = self.pcln.inline_sites([name]) or []
+            why = (f": the compiler inlined it into all {len(sites)} callers (a PGO build?)"
+                   if sites else "")
             raise BadInput(f"{self.path}: the Go runtime function {name} is missing "
-                           f"({self.go_version}); cannot trace this binary")
+                           f"({self.go_version}){why}; cannot trace this binary")
         return f
 
     def wait_reason(self, value: int) -> str:
         if 0 <= value < len(self.wait_reasons):
             return self.wait_reasons[value] or "running"
         return f"waitReason({value})"
+
+    @property
+    def cgo(self) -> bool:
+        """runtime/cgo is linked in: C code and threads, external linking."""
+        return self.pcln.lookup("runtime.cgocallbackg") is not None
+
+    def warnings(self) -> list[str]:
+        """One line per way this binary can hide events from the probes."""
+        if self.inlined is None:
+            return ["cannot read the inline trees: inlined copies of the hooked runtime "
+                    "functions, if any, are not checked"]
+        out = []
+        for name, sites in sorted(self.inlined.items()):
+            callers = sorted({s.caller.name for s in sites})
+            shown = ", ".join(callers[:3]) + (f" and {len(callers) - 3} more"
+                                              if len(callers) > 3 else "")
+            out.append(f"{name} is also inlined at {len(sites)} call site"
+                       f"{'s' if len(sites) != 1 else ''} ({shown}; a PGO build?): events "
+                       "there are not seen")
+        return out
 
 
 def choose_hooks(gb: GoBinary) -> list[Hook]:
@@ -118,5 +157,60 @@ def _creation_hooks(gb: GoBinary) -> list[Hook]:
     rets = disasm.ret_sites(gb.img, newproc1.entry, newproc1.end)
     if not rets:
         raise BadInput(f"{gb.path}: no RET found in runtime.newproc1; cannot see creations")
+    why = ("runqput is inlined into newproc's closure" if closure and not runqput
+           else "the runqput call was not found")
     return [Hook("create", "on_create_rax", newproc1.name, r, False,
-                 "RET of newproc1: RAX = new g (runqput call not found)") for r in rets]
+                 f"RET of newproc1: RAX = new g ({why})") for r in rets]
+
+
+def inlined_hooks(pcln: Pclntab, hooks: list[Hook]) -> dict[str, list[InlineSite]] | None:
+    """Hooked functions that also have inlined copies (go-runtime.md §1.6: PGO builds give hot
+    call sites an inlining budget that gopark, ready and casgstatus fit in)."""
+    sites = pcln.inline_sites({h.func for h in hooks})
+    if sites is None:
+        return None
+    out: dict[str, list[InlineSite]] = {}
+    for s in sites:
+        out.setdefault(s.callee, []).append(s)
+    return out
+
+
+# -- the cache ---------------------------------------------------------------------------------
+
+
+def _facts(gb: GoBinary) -> dict[str, Any]:
+    return {
+        "go_version": gb.go_version,
+        "offsets": asdict(gb.offsets),
+        "wait_reasons": gb.wait_reasons,
+        "wait_reason_source": gb.wait_reason_source,
+        "hooks": [asdict(h) for h in gb.hooks],
+        "inlined": None if gb.inlined is None else [
+            [s.callee, s.caller.name, s.caller.entry, s.caller.end, s.pc]
+            for sites in gb.inlined.values() for s in sites],
+    }
+
+
+def _from_facts(path: str, img: ElfImage, go_version: str, minor: int, pcln: Pclntab,
+                facts: dict[str, Any]) -> GoBinary | None:
+    """A GoBinary from a cache entry; None when the entry does not fit (then it is re-derived)."""
+    try:
+        if facts["go_version"] != go_version:
+            return None
+        inlined: dict[str, list[InlineSite]] | None = None
+        if facts["inlined"] is not None:
+            inlined = {}
+            for callee, caller, entry, end, pc in facts["inlined"]:
+                inlined.setdefault(str(callee), []).append(
+                    InlineSite(str(callee), Func(str(caller), int(entry), int(end)), int(pc)))
+        return GoBinary(
+            path, img, go_version, minor, pcln,
+            offsets=GOffsets(**facts["offsets"]),
+            wait_reasons=[str(s) for s in facts["wait_reasons"]],
+            wait_reason_source=str(facts["wait_reason_source"]),
+            hooks=[Hook(**h) for h in facts["hooks"]],
+            inlined=inlined,
+            from_cache=True,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -14,6 +14,7 @@ import struct
 import sys
 from array import array
 from bisect import bisect_right
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from gotrace.binary.buildinfo import parse_go_version, read_go_version
@@ -57,6 +58,15 @@ class Func:
     @property
     def size(self) -> int:
         return self.end - self.entry
+
+
+@dataclass(frozen=True, slots=True)
+class InlineSite:
+    """A call of `callee` that the compiler inlined into `caller`, at `pc` (the call's PC)."""
+
+    callee: str
+    caller: Func
+    pc: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +440,54 @@ class Pclntab:
             return out
         except (BadInput, struct.error, ValueError, IndexError, OverflowError):
             return []
+
+    def inline_sites(self, names: Collection[str]) -> list[InlineSite] | None:
+        """Every place where a function named in `names` was inlined into another one.
+
+        Reads each function's inline tree (FUNCDATA_InlTree) as far as its PCDATA_InlTreeIndex
+        table reaches. None when the trees cannot be read (moduledata.gofunc not found).
+        """
+        if self.gofunc is None:
+            return None
+        wanted = set(names)
+        funcs = self.functions()
+        buf = self._buf
+        base = self._hdr.pcln
+        fsize = self._func_size
+        go119 = self.magic == MAGIC_GO119
+        entry_size, name_at = (20, 12) if go119 else (16, 4)
+        u32 = struct.Struct("<I").unpack_from
+        call = struct.Struct("<ii")
+        names_by_off: dict[int, str] = {}
+        out: list[InlineSite] = []
+        for i in range(self._nfunc):
+            try:
+                p = base + self._func_offs[i]
+                (npcdata,) = u32(buf, p + 28)
+                if npcdata <= PCDATA_INL_TREE_INDEX or buf[p + fsize - 1] <= FUNCDATA_INL_TREE:
+                    continue
+                (fd,) = u32(buf, p + fsize + 4 * npcdata + 4 * FUNCDATA_INL_TREE)
+                (pcdata,) = u32(buf, p + fsize + 4 * PCDATA_INL_TREE_INDEX)
+                if fd == _NO_FUNCDATA or pcdata == 0:
+                    continue
+                top = max(self._decode(pcdata)[1])
+                if top < 0 or top > 1 << 16:
+                    continue
+                raw = self._img.read(self.gofunc + fd, (top + 1) * entry_size)
+            except (BadInput, struct.error, ValueError, IndexError):
+                continue
+            for k in range(top + 1):
+                name_off, parent_pc = call.unpack_from(raw, k * entry_size + name_at)
+                name = names_by_off.get(name_off)
+                if name is None:
+                    try:
+                        name = self._cstring(self._hdr.funcname + name_off)
+                    except (ValueError, IndexError):
+                        name = ""
+                    names_by_off[name_off] = name
+                if name in wanted:
+                    out.append(InlineSite(name, funcs[i], funcs[i].entry + parent_pc))
+        return out
 
     def goroot(self) -> str | None:
         """GOROOT of the toolchain that built the binary (from runtime.main's source path)."""
