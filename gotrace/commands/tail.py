@@ -41,7 +41,7 @@ class TailOptions:
     match: str | None = None
     duration_s: float | None = None
     max_goroutines: int = 131072
-    ring_mb: int = 16
+    ring_mb: int = 64
 
 
 def parse_kinds(text: str) -> frozenset[Kind]:
@@ -86,6 +86,7 @@ class TailSession:
         sym = ProcessSymbolizer(gb.pcln, self.bias)
         self.symbols = SiteSymbols(lambda pc: sym.frames(pc, is_return_address=True), sym.goroot)
         self.start_ns = time.monotonic_ns()
+        self.received = 0
 
     @property
     def reader(self) -> RingReader:
@@ -93,7 +94,9 @@ class TailSession:
         return self.tracer.reader
 
     def poll(self) -> list[Event]:
-        return self.reader.drain(BATCH_BYTES)
+        events = self.reader.drain(BATCH_BYTES)
+        self.received += len(events)
+        return events
 
     def counters(self) -> StreamCounters:
         return self.tracer.stream_counters()
@@ -125,11 +128,18 @@ def run(opts: TailOptions) -> int:
                   f"{gb.go_version}): {len(session.tracer.attached)} uprobes; {kinds} "
                   f"events{match}{until}. Ctrl-C to stop.")
         exited = (_run_json if opts.json else _run_live)(session, stop, err)
+        summary = _summary(session, session.received, exited)
     finally:
         session.tracer.close()
         stop.restore()
     if exited:
         err.print(f"gotrace: PID {target.pid} exited")
+    lost = summary["lost"]
+    err.print(f"gotrace: {summary['events']:,} events received, {summary['lost_events']:,} lost "
+              f"(ring buffer full {lost['ring_buffer']:,}, goroutine table full "
+              f"{lost['table_full']:,}, memory reads {lost['memory_reads']:,}, unreadable "
+              f"{lost['unreadable_records']:,})",
+              style="bold red" if summary["lost_events"] else None)
     err.print("gotrace: detached")
     return 0
 
@@ -216,11 +226,14 @@ def _run_live(session: TailSession, stop: StopSignal, err: Console) -> bool:
     exited = False
 
     def snapshot(now: int, target_exited: bool = False) -> Any:
-        return renderer.render(stats.snapshot(
+        snap = stats.snapshot(
             now_ns=now, start_ns=session.start_ns, pid=session.target.pid,
             go_version=session.gb.go_version, kinds=opts.kinds, symbols=session.symbols,
             reason_name=session.gb.wait_reason, counters=session.counters(), match=opts.match,
-            target_exited=target_exited))
+            target_exited=target_exited)
+        if session.reader.malformed:
+            snap.notes.append(f"{session.reader.malformed:,} ring-buffer records unreadable")
+        return renderer.render(snap)
 
     live = Live(console=console, screen=True, auto_refresh=False, transient=True) \
         if console.is_terminal else None
