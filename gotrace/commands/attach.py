@@ -15,6 +15,7 @@ from gotrace.binary.gobinary import GoBinary
 from gotrace.bpfdefs import const
 from gotrace.durations import format_duration
 from gotrace.environment import require_tracing
+from gotrace.errors import GotraceError
 from gotrace.gstate import G_WAITING, GSnapshot, read_g, unwind_parked
 from gotrace.model import GoroutineRecord, Report
 from gotrace.process import ProcessMemory, Target
@@ -114,8 +115,13 @@ class Session:
         insert left its exit probe nothing to delete: it is removed here.
         """
         attached_ns = time.monotonic_ns()
-        scan = self.goroutines.scan()
-        check_layout(scan.goroutines, self.gb, self.bias, self.goroutines.reread)
+        try:
+            scan = self.goroutines.scan()
+            check_layout(scan.goroutines, self.gb, self.bias, self.goroutines.reread)
+        except GotraceError:
+            if self.target.alive():
+                raise
+            return Seeded(0, 0, 0, 0, 0)  # it exited meanwhile: the main loop reports that
         records = [seed_record(g, attached_ns) for g in scan.goroutines]
         result = self.tracer.seed(records)
         gone = []

@@ -16,6 +16,7 @@ from gotrace.binary.funcinfo import wrapper_functions
 from gotrace.binary.gobinary import GoBinary
 from gotrace.binary.pclntab import Frame
 from gotrace.commands.attach import load_bias, open_target
+from gotrace.errors import BadInput, GotraceError
 from gotrace.gstate import G_LEAKED, G_SYSCALL, G_WAITING, STATUS_NAMES, GSnapshot
 from gotrace.model import DumpedGoroutine, GoroutineDump
 from gotrace.process import ProcessMemory
@@ -71,6 +72,10 @@ def take_dump(pid: int, *, min_wait_s: float | None = None,
     mem = ProcessMemory(pid)
     try:
         return _dump(pid, gb, mem, load_bias(target, gb), min_wait_s, include_system)
+    except GotraceError:
+        if target.alive():
+            raise
+        raise BadInput(f"PID {pid} exited while gotrace was reading it") from None
     finally:
         mem.close()
 
