@@ -65,7 +65,7 @@ def problem(g: GSnapshot, gb: GoBinary, in_text: Callable[[int], bool]) -> str |
         return f"syscallsp {g.syscallsp:#x} outside its stack"
     if g.status == G_WAITING and g.wait_reason >= len(gb.wait_reasons):
         return f"wait reason {g.wait_reason} (this runtime has {len(gb.wait_reasons)})"
-    if not in_text(g.startpc):
+    if g.startpc and not in_text(g.startpc):  # 0: a cgo callback's g (oneNewExtraM)
         return f"startpc {g.startpc:#x} outside the text"
     if g.gopc and not in_text(g.gopc):
         return f"gopc {g.gopc:#x} outside the text"

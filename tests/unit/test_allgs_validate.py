@@ -102,3 +102,9 @@ def test_pie_bias_is_applied(gb: GoBinary) -> None:
     check_layout(gs, gb, bias, no_reread)
     with pytest.raises(BadInput):
         check_layout(gs, gb, 0, no_reread)
+
+
+def test_cgo_callback_goroutines_have_no_start_pc(gb: GoBinary) -> None:
+    gs = goroutines(gb)
+    gs[3] = replace(gs[3], startpc=0, gopc=0)  # a C thread calling into Go (oneNewExtraM's g)
+    assert check_layout(gs, gb, 0, no_reread).changing == 0
