@@ -15,7 +15,7 @@ from gotrace.binary.gobinary import GoBinary
 from gotrace.bpfdefs import const
 from gotrace.durations import format_duration
 from gotrace.environment import require_tracing
-from gotrace.errors import GotraceError
+from gotrace.errors import BadInput, CannotTrace, GotraceError
 from gotrace.gstate import G_WAITING, GSnapshot, read_g, unwind_parked
 from gotrace.model import GoroutineRecord, Report
 from gotrace.process import ProcessMemory, Target
@@ -194,7 +194,12 @@ def run(opts: AttachOptions) -> int:
     session = Session(opts, target, gb)
     stop = StopSignal()
     try:
-        session.tracer.attach()
+        try:
+            session.tracer.attach()
+        except CannotTrace:
+            if not target.alive():  # not the machine's fault: the target left meanwhile
+                raise BadInput(f"PID {target.pid} exited before gotrace could attach") from None
+            raise
         seeded = session.seed()
         session.started = time.monotonic()
         until = f" for {format_duration(opts.duration_s)}" if opts.duration_s else ""

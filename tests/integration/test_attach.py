@@ -92,7 +92,8 @@ def test_signal_gives_a_final_report_and_detaches(go_leaky: tuple[str, str], sig
 
 def test_target_exit_ends_the_session_cleanly(go_leaky: tuple[str, str]) -> None:
     _, binary = go_leaky
-    target = GoLeaky(binary, "-exit-after", "4s", "-recv", "3")
+    # Long enough for gotrace to compile and attach on a loaded machine before the exit.
+    target = GoLeaky(binary, "-exit-after", "15s", "-recv", "3")
     gt = gotrace("attach", str(target.pid), "--json", "--threshold", "1s", "--interval", "1s")
     stdout, stderr = gt.communicate(timeout=60)
     assert gt.returncode == 0, stderr
