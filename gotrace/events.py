@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import struct
 import time
 from collections.abc import Iterable
@@ -59,7 +60,13 @@ assert EVENT.size == const("EVENT_SIZE"), "struct event changed: update EVENT"
 _HDR = struct.Struct("<II")
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
-_U64 = struct.Struct("<Q")
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_PROT_READ, _PROT_WRITE, _MAP_SHARED = mmap.PROT_READ, mmap.PROT_WRITE, mmap.MAP_SHARED
+_MAP_FAILED = ctypes.c_void_p(-1).value
 _RECORD = struct.Struct("<II" + EVENT.format[1:])  # header + event: one whole record
 assert _RECORD.size == (EVENT.size + 8 + 7) & ~7, "records of struct event carry padding"
 
@@ -119,6 +126,12 @@ class RingReader:
     data area, mapped twice in a row so a record that wraps reads as one slice. Each record
     has an 8-byte header: length with a busy bit (reserved, not yet submitted) and a discard
     bit.
+
+    Both positions are read and written as single aligned 8-byte accesses (ctypes on the
+    mapping, as libbpf's smp_load_acquire/smp_store_release do on x86-64): Python's struct
+    module copies byte by byte, and a torn consumer position, seen by a producer between two
+    bytes, made it drop events with the ring nearly empty; a torn producer position would
+    make us read stale records.
     """
 
     def __init__(self, map_fd: int, size: int) -> None:
@@ -127,35 +140,45 @@ class RingReader:
         page = mmap.PAGESIZE
         self.size = size
         self.mask = size - 1
-        self._page = page
-        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
-                               offset=0)
-        self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
-                               offset=page)
+        self._maps: list[tuple[int, int]] = []
+        cons = self._map(map_fd, page, _PROT_READ | _PROT_WRITE, 0)
+        prod = self._map(map_fd, page + 2 * size, _PROT_READ, page)
+        self._cons = ctypes.c_uint64.from_address(cons)
+        self._prod = ctypes.c_uint64.from_address(prod)
+        self._data = prod + page
         self.malformed = 0  # records of an unexpected size (never produced by our program)
 
+    def _map(self, fd: int, length: int, prot: int, offset: int) -> int:
+        addr = _libc.mmap(None, length, prot, _MAP_SHARED, fd, offset)
+        if addr is None or addr == _MAP_FAILED:
+            err = ctypes.get_errno()
+            self.close()
+            raise OSError(err, f"cannot map the ring buffer: {os.strerror(err)}")
+        self._maps.append((addr, length))
+        return int(addr)
+
     def pending_bytes(self) -> int:
-        return int(_U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0])
+        return int(self._prod.value - self._cons.value)
 
     def drain(self, limit: int = 1 << 22) -> list[Event]:
         """Every submitted record up to the first one still being written (at most ~limit bytes)."""
-        cons = _U64.unpack_from(self._cons, 0)[0]
-        avail = _U64.unpack_from(self._prod, 0)[0] - cons
+        cons = self._cons.value
+        avail = self._prod.value - cons
         if avail <= 0:
             return []
         n = min(avail, limit)
-        start = self._page + (cons & self.mask)
         # A few bytes past the limit let the record that straddles it complete.
-        buf = self._prod[start : start + min(avail, n + 256)]
+        buf = ctypes.string_at(self._data + (cons & self.mask), min(avail, n + 256))
         out, used, malformed = parse_records(buf, n)
         self.malformed += malformed
         if used:
-            _U64.pack_into(self._cons, 0, cons + used)
+            self._cons.value = cons + used
         return out
 
     def close(self) -> None:
-        self._cons.close()
-        self._prod.close()
+        while self._maps:
+            addr, length = self._maps.pop()
+            _libc.munmap(ctypes.c_void_p(addr), length)
 
 
 @dataclass

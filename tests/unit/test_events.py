@@ -74,3 +74,32 @@ def test_json_lines_contract() -> None:
     assert exit_["lifetime_s"] is None and exit_["parent_goid"] is None  # unknown: null
     w.end({"events": 4})
     assert json.loads(out.getvalue().splitlines()[-1]) == {"type": "end", "events": 4}
+
+
+def test_ring_reader_on_a_fake_ring() -> None:
+    """The mmap protocol against a memfd laid out like a BPF ring buffer map (no wrap)."""
+    import mmap
+    import os
+
+    from gotrace.events import RingReader
+
+    page, size = mmap.PAGESIZE, 4 * mmap.PAGESIZE
+    fd = os.memfd_create("fake-ring")
+    try:
+        os.ftruncate(fd, 2 * page + 2 * size)
+        a, b, c = ev(Kind.CREATE, 1), ev(Kind.PARK, 1), ev(Kind.WAKE, 1)
+        body = record(a) + record(b) + record(c, BUSY)
+        os.pwrite(fd, body, 2 * page)
+        os.pwrite(fd, struct.pack("<Q", len(body)), page)  # producer position
+        reader = RingReader(fd, size)
+        try:
+            assert reader.pending_bytes() == 3 * 64
+            assert reader.drain() == [a, b]
+            assert struct.unpack("<Q", os.pread(fd, 8, 0))[0] == 128  # consumer advanced
+            assert reader.drain() == []  # the busy record waits
+            os.pwrite(fd, struct.pack("<I", 56), 2 * page + 128)  # ... until submitted
+            assert reader.drain() == [c] and reader.pending_bytes() == 0
+        finally:
+            reader.close()
+    finally:
+        os.close(fd)
