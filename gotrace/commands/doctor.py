@@ -79,7 +79,10 @@ def target_lines(line: Lines, pid: int) -> None:
     origin = o.source if o.source == "DWARF" else f"{o.source} (no DWARF)"
     line("ok", "g offsets", f"from {origin}: goid {o.goid}, status {o.status}, waitreason "
          f"{o.waitreason}, gopc {o.gopc}, startpc {o.startpc}")
-    line("ok", "wait reasons", f"{len(gb.wait_reasons)} from {gb.wait_reason_source}")
+    src = gb.wait_reason_source
+    line("ok", "wait reasons", f"{len(gb.wait_reasons)} "
+         f"{src if src.startswith('decoded') else 'from ' + src} (their numbering changes "
+         "between releases)")
     for h in gb.hooks:
         f = gb.pcln.func_at(h.addr)
         where = f"{f.name}+{h.addr - f.entry:#x}" if f else f"{h.addr:#x}"

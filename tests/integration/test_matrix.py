@@ -13,14 +13,16 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.gobuild import GO_VERSIONS, build_go, version_key
+from tests.gobuild import GO_VERSIONS, PGO_VARIANT, build_go, version_key
 from tests.integration.goleaky import (
     GO_LEAKY_SRC,
+    ROOT,
     GoLeaky,
     Lines,
     assert_exactly_the_leaks,
@@ -36,6 +38,18 @@ BUILD_MODE_VERSIONS = [v for v in ("1.21.13", max(GO_VERSIONS, key=version_key))
                        if v in GO_VERSIONS]
 CASES = [(v, m) for v in GO_VERSIONS for m in ("plain", "stripped")] + [
     (v, m) for v in BUILD_MODE_VERSIONS for m in ("pie", "cgo", "cgo-pie")]
+
+
+def doctor(pid: int) -> tuple[int, dict[str, str]]:
+    """`gotrace doctor PID`: exit code and {check name: the line}."""
+    p = subprocess.run([sys.executable, "-m", "gotrace", "doctor", str(pid)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = {}
+    for line in p.stdout.splitlines():
+        if line[:4] in ("OK  ", "FAIL", "WARN", "SLOW"):
+            lines[line[5:20].strip()] = line
+    return p.returncode, lines
 
 
 def check_leaks(target: GoLeaky, version: str, host_pid: int) -> None:
@@ -115,6 +129,32 @@ def test_leaks_in_own_mount_and_pid_namespace(tmp_path: Path) -> None:
         assert os.readlink(f"/proc/{target.host_pid}/exe") == str(target.inside)
         assert os.stat(f"/proc/{target.host_pid}/ns/mnt").st_ino != os.stat(
             "/proc/self/ns/mnt").st_ino
+        rc, lines = doctor(target.host_pid)
+        assert rc == 0 and all(line.startswith("OK ") for line in lines.values()), lines
+        assert lines["target"].endswith(f"PID {target.host_pid}: {target.inside}")
+        assert lines["container"].endswith(
+            f"own mount namespace (binary read through /proc/{target.host_pid}/exe), own PID "
+            f"namespace (PID 1 inside; reports say {target.host_pid})")
+        assert "PIE" in lines["binary"] and "load bias 0x0;" not in lines["binary"]
         check_leaks(target, version, target.host_pid)
+    finally:
+        assert target.stop() == 0
+
+
+def test_doctor_names_inlined_hooks_of_a_pgo_build() -> None:
+    """A profile-guided build with gopark inlined into the channel code: doctor says which
+    parks the probe cannot see, and how to get a binary where it sees them all."""
+    version = max(GO_VERSIONS, key=version_key)
+    if version_key(version) < (1, 23):
+        pytest.fail(f"this test needs Go 1.23+ in GO_VERSIONS, not only {GO_VERSIONS}")
+    target = GoLeaky(str(build_go(version, GO_LEAKY_SRC, PGO_VARIANT)), "-busy=false")
+    try:
+        rc, lines = doctor(target.pid)
+        assert rc == 0
+        assert lines["inlining"] == (
+            "WARN inlining        runtime.gopark is also inlined at 2 call sites "
+            "(runtime.chanrecv, runtime.chansend; a PGO build?): events there are not seen")
+        assert lines["hook park"].startswith("OK   hook park       runtime.gopark+0x")
+        assert [k for k, v in lines.items() if not v.startswith("OK ")] == ["inlining"]
     finally:
         assert target.stop() == 0

@@ -12,6 +12,7 @@ import http.client
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from gotrace.binary.elf import ElfImage
-from tests.integration.goleaky import Lines, gotrace, json_reports
+from tests.integration.goleaky import ROOT, Lines, gotrace, json_reports
 
 CONNS = 7
 RCLONE = shutil.which("rclone") or "/usr/bin/rclone"
@@ -78,6 +79,29 @@ def keep_alive_requests(port: int, n: int) -> list[http.client.HTTPConnection]:
 
 def all_frames(s: dict[str, Any]) -> list[dict[str, Any]]:
     return [s["created_at"], s["parked_at"], *s["creation_stack"], *s["parked_stack"]]
+
+
+def test_rclone_doctor(rclone: tuple[subprocess.Popen[str], int]) -> None:
+    proc, _ = rclone
+    p = subprocess.run([sys.executable, "-m", "gotrace", "doctor", str(proc.pid)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0 and not p.stderr, p.stderr
+    lines = p.stdout.splitlines()
+    assert all(line.startswith("OK   ") for line in lines), p.stdout
+    want = [
+        f"OK   target          PID {proc.pid}: {RCLONE}",
+        "OK   container       no: same mount and PID namespaces as gotrace",
+        "OK   binary          position-dependent, cgo, stripped (no .symtab or DWARF); load bias "
+        "0x0",
+        "OK   g offsets       from built-in table for go1.19 (no DWARF): goid 152, status 144, "
+        "waitreason 176, gopc 296, startpc 312",
+        "OK   wait reasons    27 decoded from runtime.waitReason.String (their numbering changes "
+        "between releases)",
+        "OK   hook park       runtime.gopark+0x4: stack-check branch at +4",
+    ]
+    for w in want:
+        assert w in lines, (w, p.stdout)
+    assert any(line.startswith("OK   symbols         54,") for line in lines), p.stdout
 
 
 def test_rclone_report_is_symbolized(rclone: tuple[subprocess.Popen[str], int]) -> None:
