@@ -270,8 +270,9 @@ class LiveStats:
             else:
                 g.count += len(members)
                 g.longest_s = max(g.longest_s, longest)
-        return sorted(merged.values(),
-                      key=lambda g: (-g.longest_s, -g.count, _site_key(g.created_at)))[:top]
+        # Longest first; groups parked about as long (to the tenth of a second): biggest first.
+        return sorted(merged.values(), key=lambda g: (-round(g.longest_s, 1), -g.count,
+                                                      _site_key(g.created_at)))[:top]
 
 
 def _site_key(f: Frame | None) -> tuple[str, int, str]:

@@ -34,7 +34,7 @@ class HistRenderer:
     def histogram(self, title: str, noun: str, h: Log2Hist) -> RenderableType:
         head = Text()
         head.append(title, style="bold")
-        head.append(f" · {h.count:,} {noun}")
+        head.append(f" · {h.count:,} {noun}{'' if h.count == 1 else 's'}")
         p50, p99 = h.quantile_ns(0.5), h.quantile_ns(0.99)
         if p50 is not None and p99 is not None:
             head.append(f" · p50 {format_ns(p50)} · p99 {format_ns(p99)}")
@@ -52,11 +52,14 @@ class HistRenderer:
                           style="" if n else "dim")
         return Group(head, table, Text(""))
 
-    def hists(self, h: Hists, indent: str = "") -> list[RenderableType]:
-        out = [self.histogram(f"{indent}goroutine lifetime (create → exit)", "goroutines",
-                              h.lifetime)]
+    def hists(self, h: Hists, indent: str = "", *,
+              skip_empty: bool = False) -> list[RenderableType]:
+        out: list[RenderableType] = []
+        if h.lifetime.count or not skip_empty:
+            out.append(self.histogram(f"{indent}goroutine lifetime (create → exit)", "goroutine",
+                                      h.lifetime))
         for reason, ph in sorted(h.park.items(), key=lambda kv: (-kv[1].count, kv[0])):
-            out.append(self.histogram(f"{indent}park time · {reason}", "parks", ph))
+            out.append(self.histogram(f"{indent}park time · {reason}", "park", ph))
         return out
 
     def report(self, r: HistReport) -> None:
@@ -75,7 +78,7 @@ class HistRenderer:
             for s in r.sites[:MAX_SITES]:
                 con.print(Text(f"go statement {site(s.site) if s.site else '? (unknown)'}",
                                style="bold green"))
-                for part in self.hists(s, "  "):
+                for part in self.hists(s, "  ", skip_empty=True):
                     con.print(part)
             if len(r.sites) > MAX_SITES:
                 con.print(f"[dim]… {len(r.sites) - MAX_SITES} more go statements "

@@ -19,7 +19,7 @@ from gotrace.render.table import site
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: list[int], width: int = 30) -> str:
+def sparkline(values: list[int], width: int = 20) -> str:
     vals = values[-width:]
     if not vals:
         return ""

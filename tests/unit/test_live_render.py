@@ -129,6 +129,7 @@ def test_sparkline() -> None:
     assert sparkline([5, 5]) == "▁▁"
     assert sparkline([0, 7]) == "▁█"
     assert len(sparkline(list(range(100)), width=30)) == 30
+    assert len(sparkline(list(range(100)))) == 20
 
 
 def ev(kind: Kind, ts: int, goid: int, gopc: int = 0x100, pc: int = 0, reason: int = 0) -> Event:
