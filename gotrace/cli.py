@@ -114,7 +114,7 @@ def doctor(pid: int | None) -> None:
               help="Stop after this long (default: until Ctrl-C, SIGTERM or the target exits).")
 @click.option("--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024), default=131072,
               show_default=True, help="Size of the goroutine tables (kernel and screen).")
-@click.option("--ring-mb", type=click.IntRange(1, 1024), default=64, show_default=True,
+@click.option("--ring-mb", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Size of the ring buffer that carries events to gotrace (rounded down to a "
                    "power of two).")
 def tail(pid: int, as_json: bool, events: str, match: str | None, duration: float | None,

@@ -41,7 +41,7 @@ class TailOptions:
     match: str | None = None
     duration_s: float | None = None
     max_goroutines: int = 131072
-    ring_mb: int = 64
+    ring_mb: int = 32
 
 
 def parse_kinds(text: str) -> frozenset[Kind]:
