@@ -74,7 +74,8 @@ def test_newc_archive_reads_back() -> None:
 
 def test_guest_command_keeps_pytest_arguments_intact() -> None:
     o = vmtest.parse(["-k", "it's \"quoted\" and $HOME", "tests/x.py"])
-    script = vmtest.command_script(o)
+    script = vmtest.command_script(o, "tcg")
+    assert "export GOTRACE_VM_ACCEL=tcg" in script
     last = script.splitlines()[-1]
     words = shlex.split(last.removeprefix("exec ").removeprefix("set -o pipefail; "))
     assert words[1:5] == ["-m", "pytest", "-k", "it's \"quoted\" and $HOME"]

@@ -188,11 +188,12 @@ def kvm_usable() -> bool:
     return True
 
 
-def command_script(opts: Options) -> str:
+def command_script(opts: Options, accel: str) -> str:
     """The guest's job: pytest (or --command) in this checkout with the venv scripts/setup made.
 
     When our stdout is not a terminal (CI), the guest's output goes through a pipe too, so that
-    pytest does not redraw lines as it does on a terminal.
+    pytest does not redraw lines as it does on a terminal. GOTRACE_VM_ACCEL (kvm or tcg) lets
+    tests widen their waits under software emulation, where everything is 10-20x slower.
     """
     venv = Path(os.environ.get("GOTRACE_VENV", ROOT / ".venv"))
     tty = sys.stdout.isatty()
@@ -204,6 +205,7 @@ def command_script(opts: Options) -> str:
         "PY_COLORS": "1" if tty else "0",
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": str(shutil.get_terminal_size((100, 24)).columns),
+        "GOTRACE_VM_ACCEL": accel,
     }
     env.update({k: v for k, v in os.environ.items() if k.startswith("GOTRACE_") or k in PASSED_ENV})
     if opts.command is not None:
@@ -248,10 +250,11 @@ def tail(path: Path, lines: int = 25) -> str:
 class Boot:
     """One qemu run: streams the guest's test output to stdout until qemu exits or time is up."""
 
-    def __init__(self, argv: list[str], job: Path) -> None:
+    def __init__(self, opts: Options, accel: str, argv: list[str], job: Path) -> None:
         self.job = job
         for name in ("console.log", "out.log", "rc"):
             (job / name).unlink(missing_ok=True)
+        (job / "command.sh").write_text(command_script(opts, accel))
         (job / "out.log").touch()
         self.qemu_log = (job / "qemu.log").open("wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.qemu_log,
@@ -310,7 +313,6 @@ def run(opts: Options) -> int:
     boot: Boot | None = None
     try:
         shutil.copy(STAGE2, job / "init")
-        (job / "command.sh").write_text(command_script(opts))
         accel = opts.accel
         if accel == "auto":
             accel = "kvm" if kvm_usable() else "tcg"
@@ -318,7 +320,7 @@ def run(opts: Options) -> int:
                 say("no usable /dev/kvm: using TCG (software emulation)")
         say(f"booting {vmlinuz} under {accel.upper()}: {opts.cpus} vCPUs, {opts.memory} MiB, "
             f"time limit {opts.timeout:g}s")
-        boot = Boot(qemu_argv(opts, accel, vmlinuz, initrd, job), job)
+        boot = Boot(opts, accel, qemu_argv(opts, accel, vmlinuz, initrd, job), job)
         probe = opts.kvm_probe if accel == "kvm" and opts.accel == "auto" else None
         outcome = boot.run(deadline, probe)
         if accel == "kvm" and opts.accel == "auto" and not boot.reached_init:
@@ -328,7 +330,7 @@ def run(opts: Options) -> int:
             say(f"KVM {why} (KVM hangs at boot on some nested hosts): "
                 "falling back to TCG (software emulation, slower)")
             accel = "tcg"
-            boot = Boot(qemu_argv(opts, accel, vmlinuz, initrd, job), job)
+            boot = Boot(opts, accel, qemu_argv(opts, accel, vmlinuz, initrd, job), job)
             outcome = boot.run(deadline)
         elapsed = time.monotonic() - started
         if outcome == "timeout":
