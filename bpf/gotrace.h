@@ -18,6 +18,7 @@
 #define CTR_LOST_RINGBUF 7    /* events not sent: the ring buffer was full (EMIT_EVENTS) */
 #define CTR_LOST_HIST 8       /* samples not counted: the histogram map was full (HIST) */
 #define CTR_EMITTED 9         /* events sent to the ring buffer (EMIT_EVENTS) */
+#define CTR_STACKS_REUSED 10  /* creation stacks reused from the go statement's last walk */
 #define NR_COUNTERS 12
 
 /* struct gstate.flags */

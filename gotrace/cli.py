@@ -59,8 +59,12 @@ def cli() -> None:
               show_default=True,
               help="Where parked stacks come from: read from the target's memory for suspects "
                    "only, or captured in BPF at every park (~0.7 µs more per park).")
+@click.option("--creation-stacks", type=click.IntRange(1, 1 << 20), default=64,
+              show_default=True, metavar="N",
+              help="Walk the creation stack of one goroutine in N per go statement (a power "
+                   "of two; 1 = every goroutine); the others share the last one walked there.")
 def attach(pid: int, threshold: float, interval: float, duration: float | None, as_json: bool,
-           stacks: bool, max_goroutines: int, park_stacks: str) -> None:
+           stacks: bool, max_goroutines: int, park_stacks: str, creation_stacks: int) -> None:
     """Trace goroutines of PID and report those parked longer than --threshold.
 
     Reports are grouped by the `go` statement that created the goroutines, the wait reason and
@@ -68,8 +72,11 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
     """
     from gotrace.commands.attach import AttachOptions, run
 
+    if creation_stacks & (creation_stacks - 1):
+        raise click.BadParameter("must be a power of two (1, 2, 4, ... 64 ...)",
+                                 param_hint="--creation-stacks")
     sys.exit(run(AttachOptions(pid, threshold, interval, duration, as_json, stacks,
-                               max_goroutines, park_stacks == "bpf")))
+                               max_goroutines, park_stacks == "bpf", creation_stacks)))
 
 
 @cli.command()

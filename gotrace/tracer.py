@@ -40,8 +40,15 @@ class SeedResult:
 class Tracer:
     def __init__(self, gb: GoBinary, target: Target, *,
                  max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_stacks: bool = False,
-                 events: frozenset[str] = ALL_EVENTS) -> None:
-        """park_stacks: capture each park's stack in BPF (costly) instead of from memory."""
+                 events: frozenset[str] = ALL_EVENTS, create_stack_every: int = 1) -> None:
+        """park_stacks: capture each park's stack in BPF (costly) instead of from memory.
+
+        create_stack_every: walk the creation stack of one goroutine in N per go statement
+        (a power of two); the others reuse that go statement's last walked stack.
+        """
+        if create_stack_every < 1 or create_stack_every & (create_stack_every - 1):
+            raise ValueError("create_stack_every must be a power of two")
+        self.create_stack_every = create_stack_every
         self.gb = gb
         self.target = target
         self.max_goroutines = max_goroutines
@@ -59,6 +66,7 @@ class Tracer:
             f"-DMAX_GOROUTINES={self.max_goroutines}",
             f"-DSTACK_ENTRIES={STACK_ENTRIES}",
             f"-DPARK_STACKS={int(self.park_stacks)}",
+            f"-DCREATE_STACK_EVERY={self.create_stack_every}",
         ]
 
     def configure(self) -> None:

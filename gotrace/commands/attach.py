@@ -37,6 +37,7 @@ class AttachOptions:
     stacks: bool = False
     max_goroutines: int = 131072
     bpf_park_stacks: bool = False
+    create_stack_every: int = 64
 
 
 class StopSignal:
@@ -94,7 +95,8 @@ class Session:
         self.target = target
         self.gb = gb
         self.tracer = Tracer(gb, target, max_goroutines=opts.max_goroutines,
-                             park_stacks=opts.bpf_park_stacks, events=ATTACH_EVENTS)
+                             park_stacks=opts.bpf_park_stacks, events=ATTACH_EVENTS,
+                             create_stack_every=opts.create_stack_every)
         self.mem = ProcessMemory(target.pid)
         self.bias = load_bias(target, gb)
         self.sym = ProcessSymbolizer(gb.pcln, self.bias)
