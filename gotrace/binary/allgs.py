@@ -11,13 +11,10 @@ three addresses; the result is checked against the symbol table in the unit test
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
-import capstone
 from capstone import x86_const
 
-from gotrace.binary.disasm import Code
+from gotrace.binary.disasm import Code, x86_decoder
 from gotrace.binary.elf import ElfImage
 from gotrace.binary.pclntab import Pclntab
 from gotrace.errors import BadInput
@@ -33,11 +30,6 @@ class AllgsAddrs:
     source: str
 
 
-@lru_cache(maxsize=1)
-def _cs() -> Any:
-    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    cs.detail = True
-    return cs
 
 
 def from_symbols(img: ElfImage) -> AllgsAddrs | None:
@@ -54,7 +46,7 @@ def decode_allgadd(code: Code, start: int, end: int) -> AllgsAddrs | None:
     rip_targets: list[int] = []  # every RIP-relative address the body reads or writes
     lea: dict[int, int] = {}  # register -> address most recently loaded into it by LEA
     atomic_stores: list[int] = []
-    for ins in _cs().disasm(code.read(start, end - start), start):
+    for ins in x86_decoder().disasm(code.read(start, end - start), start):
         ops = ins.operands
         for op in ops:
             if op.type == x86_const.X86_OP_MEM and op.mem.base == x86_const.X86_REG_RIP:

@@ -52,7 +52,8 @@ class ProbePoint:
 
 
 @lru_cache(maxsize=1)
-def _cs() -> Any:
+def x86_decoder() -> Any:
+    """capstone in x86-64 mode with operand details, built once and shared."""
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     cs.detail = True
     return cs
@@ -62,7 +63,7 @@ def decode(img: Code, start: int, end: int) -> list[Insn]:
     """Linear sweep of [start, end); Go puts no data inside amd64 function bodies."""
     code = img.read(start, end - start)
     out: list[Insn] = []
-    for ins in _cs().disasm(code, start):
+    for ins in x86_decoder().disasm(code, start):
         target = None
         if ins.group(capstone.CS_GRP_JUMP) or ins.group(capstone.CS_GRP_CALL):
             ops = ins.operands

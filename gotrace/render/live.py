@@ -14,7 +14,7 @@ from gotrace.binary.pclntab import Frame
 from gotrace.durations import format_duration
 from gotrace.events import Kind
 from gotrace.livestats import LiveSnapshot, SiteRow
-from gotrace.render.table import site
+from gotrace.render.table import parked_groups_table, site
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -115,12 +115,7 @@ class LiveRenderer:
     def parked(self, s: LiveSnapshot) -> RenderableType:
         if not s.parked:
             return Text("no goroutine parked now", style="dim")
-        table = Table(title="longest parked now", title_justify="left", expand=False)
-        table.add_column("count", justify="right", style="bold", no_wrap=True)
-        table.add_column("longest", justify="right", no_wrap=True)
-        table.add_column("wait reason", style="cyan", overflow="fold")
-        table.add_column("created at (go statement)", style="green", overflow="fold")
-        table.add_column("parked at", style="magenta", overflow="fold")
+        table = parked_groups_table("longest parked now")
         for g in s.parked:
             table.add_row(f"{g.count:,}", format_duration(g.longest_s), g.wait_reason,
                           _frame(g.created_at), _frame(g.parked_at))

@@ -19,6 +19,18 @@ def site(f: Frame | None) -> str:
     return f"{f.function} {os.path.basename(f.file)}:{f.line}"
 
 
+def parked_groups_table(title: str) -> Table:
+    """Columns of a table of parked groups: attach's report and tail's screen share them."""
+    table = Table(title=title, title_justify="left", expand=False)
+    # Fold, never ellipsize: a cut function name is a lost clue.
+    table.add_column("count", justify="right", style="bold", no_wrap=True)
+    table.add_column("longest", justify="right", no_wrap=True)
+    table.add_column("wait reason", style="cyan", overflow="fold")
+    table.add_column("created at (go statement)", style="green", overflow="fold")
+    table.add_column("parked at", style="magenta", overflow="fold")
+    return table
+
+
 def _parked(s: Suspect) -> str:
     text = format_duration(s.parked_s_max)
     return f"≥ {text}" if s.before_attach == s.count else text
@@ -53,14 +65,9 @@ class TableRenderer:
             con.print(f"no goroutine parked longer than {format_duration(r.threshold_s)}\n")
             return
         total = sum(s.count for s in r.suspects)
-        table = Table(title=f"{total:,} goroutines parked ≥ {format_duration(r.threshold_s)}, "
-                      f"in {len(r.suspects)} groups", title_justify="left", expand=False)
-        # Fold, never ellipsize: a cut function name is a lost clue.
-        table.add_column("count", justify="right", style="bold", no_wrap=True)
-        table.add_column("longest", justify="right", no_wrap=True)
-        table.add_column("wait reason", style="cyan", overflow="fold")
-        table.add_column("created at (go statement)", style="green", overflow="fold")
-        table.add_column("parked at", style="magenta", overflow="fold")
+        groups = len(r.suspects)
+        table = parked_groups_table(f"{total:,} goroutines parked ≥ "
+                                    f"{format_duration(r.threshold_s)}, in {groups} groups")
         for s in r.suspects:
             table.add_row(f"{s.count:,}", _parked(s), s.wait_reason, site(s.created_at),
                           site(s.parked_at))
