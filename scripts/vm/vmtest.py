@@ -301,10 +301,17 @@ class Boot:
         self.qemu_log.close()
 
 
+def host_setup() -> None:
+    """scripts/setup on the host: the guest runs the venv, toolchains and binaries it makes."""
+    if subprocess.run([str(ROOT / "scripts" / "setup")], check=False).returncode != 0:
+        raise Failure("scripts/setup failed on the host (see above)")
+
+
 def run(opts: Options) -> int:
     if os.geteuid() != 0:
         raise Failure("must run as root (it installs packages, boots qemu): "
                       "sudo scripts/vmtest")
+    host_setup()
     release, vmlinuz = prepare_kernel(opts)
     initrd = initramfs.cached(release, VM_CACHE)
     job = Path(tempfile.mkdtemp(prefix="gotrace-vmtest.", dir="/var/tmp"))
