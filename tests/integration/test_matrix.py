@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,5 +157,21 @@ def test_doctor_names_inlined_hooks_of_a_pgo_build() -> None:
             "(runtime.chanrecv, runtime.chansend; a PGO build?): events there are not seen")
         assert lines["hook park"].startswith("OK   hook park       runtime.gopark+0x")
         assert [k for k, v in lines.items() if not v.startswith("OK ")] == ["inlining"]
+    finally:
+        assert target.stop() == 0
+
+
+def test_leaks_when_the_binary_was_replaced_on_disk(tmp_path: Path) -> None:
+    """An upgrade in place (the file renamed over or deleted while the old program runs): the
+    running program's binary is only reachable through /proc/PID/exe."""
+    version = max(GO_VERSIONS, key=version_key)
+    binary = tmp_path / "server"
+    shutil.copy(build_go(version, GO_LEAKY_SRC, "pie"), binary)
+    target = GoLeaky(str(binary), "-on-usr1", *leak_flags())
+    try:
+        binary.unlink()
+        binary.write_text("#!/bin/sh\necho the new version\n")
+        assert os.readlink(f"/proc/{target.pid}/exe").endswith(" (deleted)")
+        check_leaks(target, version, target.pid)
     finally:
         assert target.stop() == 0
