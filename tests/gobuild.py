@@ -55,9 +55,24 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-# Not in VARIANTS (it is not a link mode every test should see): a profile-guided build whose
-# profile makes the compiler inline runtime.gopark into chanrecv and chansend (see pgo_profile).
+# Not in VARIANTS (not link modes every test should see): profile-guided builds whose profile
+# makes the compiler inline a function gotrace probes (see pgo_profile). "pgo": gopark into the
+# channel code; "pgo-runqput": runqput into newproc's closure, where the creation probe sits.
 PGO_VARIANT = "pgo"
+PGO_RUNQPUT_VARIANT = "pgo-runqput"
+# variant -> [(file in GOROOT/src/runtime, caller, line that starts the caller, call, callee)]
+PGO_EDGES: dict[str, list[tuple[str, str, str, str, str]]] = {
+    PGO_VARIANT: [
+        ("chan.go", "runtime.chanrecv", "func chanrecv(", "gopark(chanparkcommit",
+         "runtime.gopark"),
+        ("chan.go", "runtime.chansend", "func chansend(", "gopark(chanparkcommit",
+         "runtime.gopark"),
+    ],
+    PGO_RUNQPUT_VARIANT: [
+        ("proc.go", "runtime.newproc.func1", "func newproc(", "runqput(pp, newg, true)",
+         "runtime.runqput"),
+    ],
+}
 
 
 # The session fixture in conftest.py: go_build(version, variant="plain", target="hello") -> binary.
@@ -106,8 +121,8 @@ def build_go(version: str, src_dir: Path | str, variant: str = "plain") -> Path:
     and flags are unchanged.
     """
     src = Path(src_dir)
-    v = Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version)}",)) if (
-        variant == PGO_VARIANT) else VARIANTS[variant]
+    v = Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version, variant)}",)) if (
+        variant in PGO_EDGES) else VARIANTS[variant]
     if v.needs_cc and shutil.which("gcc") is None and shutil.which("cc") is None:
         raise ToolchainUnavailable(f"variant {variant!r} needs a C compiler (gcc)")
     out = BIN_DIR / f"{src.name}-{version}-{variant}"
@@ -157,25 +172,28 @@ def addr2line(version: str, binary: Path, pcs: list[int]) -> list[tuple[str, str
     return [(lines[2 * i], lines[2 * i + 1]) for i in range(len(pcs))]
 
 
-def pgo_profile(version: str) -> Path:
-    """A profile-guided-optimization profile that marks the two `gopark` calls of the runtime's
-    channel code as hot: with it, the compiler inlines gopark there (go-runtime.md §1.6), as a
-    real PGO build does at whatever sites its profile makes hot.
+def pgo_profile(version: str, variant: str = PGO_VARIANT) -> Path:
+    """A profile-guided-optimization profile that marks chosen runtime call sites as hot: the
+    compiler then inlines the callee there (go-runtime.md §1.6: hot sites get an inlining budget
+    of 2000), as a real PGO build does at whatever sites its profile makes hot.
 
     Written in the compiler's own preprocessed format ("GO PREPROFILE V1": caller, callee,
-    "line offset weight"), understood by `-pgoprofile` from Go 1.23; offsets are lines from the
-    caller's `func` line, read from that toolchain's sources.
+    "line offset weight"), understood by `-pgoprofile` from Go 1.23; offsets count lines from
+    the line where the caller starts (a closure: its `func` literal), read from that
+    toolchain's sources.
     """
     if version_key(version) < (1, 23):
         raise ToolchainUnavailable(f"the preprocessed PGO profile format needs Go 1.23+, "
                                    f"not {version}")
-    chan = (goroot(version) / "src" / "runtime" / "chan.go").read_text().splitlines()
     lines = ["GO PREPROFILE V1"]
-    for caller in ("chanrecv", "chansend"):
-        start = next(i for i, t in enumerate(chan) if t.startswith(f"func {caller}("))
-        call = next(i for i in range(start, len(chan)) if "gopark(chanparkcommit" in chan[i])
-        lines += [f"runtime.{caller}", "runtime.gopark", f"{call - start} 1000000"]
-    out = CACHE / "pgo" / f"gopark-hot-{version}.preprofile"
+    for file, caller, starts, call, callee in PGO_EDGES[variant]:
+        src = (goroot(version) / "src" / "runtime" / file).read_text().splitlines()
+        start = next(i for i, t in enumerate(src) if t.startswith(starts))
+        if caller.endswith(".func1"):  # the closure starts at its func literal
+            start = next(i for i in range(start, len(src)) if "func() {" in src[i])
+        at = next(i for i in range(start, len(src)) if call in src[i])
+        lines += [caller, callee, f"{at - start} 1000000"]
+    out = CACHE / "pgo" / f"{variant}-{version}.preprofile"
     out.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
     if not out.exists() or out.read_text() != text:

@@ -157,8 +157,11 @@ def _creation_hooks(gb: GoBinary) -> list[Hook]:
     rets = disasm.ret_sites(gb.img, newproc1.entry, newproc1.end)
     if not rets:
         raise BadInput(f"{gb.path}: no RET found in runtime.newproc1; cannot see creations")
-    why = ("runqput is inlined into newproc's closure" if closure and not runqput
-           else "the runqput call was not found")
+    inlined = closure is not None and any(
+        s.caller.entry == closure.entry
+        for s in gb.pcln.inline_sites(["runtime.runqput"]) or [])
+    why = ("runqput inlined into newproc's closure: a PGO build?" if inlined
+           else "no single runqput call in newproc's closure")
     return [Hook("create", "on_create_rax", newproc1.name, r, False,
                  f"RET of newproc1: RAX = new g ({why})") for r in rets]
 

@@ -86,7 +86,9 @@ def target_lines(line: Lines, pid: int) -> None:
     for h in gb.hooks:
         f = gb.pcln.func_at(h.addr)
         where = f"{f.name}+{h.addr - f.entry:#x}" if f else f"{h.addr:#x}"
-        line("ok" if h.emulated else "slow", f"hook {h.event}", f"{where}: {h.why}")
+        line("ok" if h.emulated else "slow", f"hook {h.event}", f"{where}: {h.why}",
+             "" if h.emulated else "none needed, but this probe is single-stepped (~10x the "
+             "cost of the others); a build without PGO (-pgo=off) gets the cheap one")
     warnings = gb.warnings()
     for w in warnings:
         line("warn", "inlining", w,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gobuild import GO_VERSIONS, PGO_VARIANT, build_go, version_key
+from tests.gobuild import GO_VERSIONS, PGO_RUNQPUT_VARIANT, PGO_VARIANT, build_go, version_key
 from tests.integration.goleaky import (
     GO_LEAKY_SRC,
     ROOT,
@@ -38,7 +38,10 @@ THRESHOLD_S = 2.0
 BUILD_MODE_VERSIONS = [v for v in ("1.21.13", max(GO_VERSIONS, key=version_key))
                        if v in GO_VERSIONS]
 CASES = [(v, m) for v in GO_VERSIONS for m in ("plain", "stripped")] + [
-    (v, m) for v in BUILD_MODE_VERSIONS for m in ("pie", "cgo", "cgo-pie")]
+    (v, m) for v in BUILD_MODE_VERSIONS for m in ("pie", "cgo", "cgo-pie")] + [
+    # A PGO build that inlined runqput where the creation probe goes: the fallback probes
+    # (every RET of newproc1) must see every creation.
+    (max(GO_VERSIONS, key=version_key), PGO_RUNQPUT_VARIANT)]
 
 
 def doctor(pid: int) -> tuple[int, dict[str, str]]:

@@ -15,7 +15,7 @@ from gotrace.binary.elf import ElfImage
 from gotrace.binary.gobinary import GoBinary
 from gotrace.binary.pclntab import Pclntab
 from gotrace.errors import BadInput
-from tests.gobuild import GO_VERSIONS, PGO_VARIANT, GoBuild, version_key
+from tests.gobuild import GO_VERSIONS, PGO_RUNQPUT_VARIANT, PGO_VARIANT, GoBuild, version_key
 
 # Always inlined somewhere in the runtime (go-runtime.md §1.6); goready from Go 1.21.
 NAMES = {"runtime.goparkunlock", "runtime.acquirem", "runtime.goready"}
@@ -87,3 +87,18 @@ def test_missing_hook_function_fails_clearly(go_build: GoBuild,
     with pytest.raises(BadInput, match=r"runtime\.gopark is missing \(go1\.\d+\.\d+\): the "
                        r"compiler inlined it into all 2 callers \(a PGO build\?\)"):
         gb.func("runtime.gopark")
+
+
+def test_inlined_runqput_moves_the_creation_probe(go_build: GoBuild) -> None:
+    """With runqput inlined into newproc's closure there is no `call runqput` to probe: the
+    creation probes go on every RET of newproc1 instead (never a uretprobe)."""
+    gb = GoBinary.open(str(go_build(NEWEST, PGO_RUNQPUT_VARIANT)), use_cache=False)
+    create = [h for h in gb.hooks if h.event == "create"]
+    newproc1 = gb.pcln.lookup("runtime.newproc1")
+    assert newproc1 is not None and create
+    assert all(h.func == "runtime.newproc1" and h.bpf_fn == "on_create_rax" for h in create)
+    assert all(newproc1.entry < h.addr < newproc1.end for h in create)
+    assert {gb.img.read(h.addr, 1) for h in create} == {b"\xc3"}  # RET
+    assert create[0].why == ("RET of newproc1: RAX = new g (runqput inlined into newproc's "
+                             "closure: a PGO build?)")
+    assert gb.warnings() == []  # runqput is not probed: its inlined copy hides nothing
