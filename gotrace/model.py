@@ -89,6 +89,7 @@ class Report:
     no_longer_parked: int = 0  # table said parked; memory said otherwise: dropped
     unverified: int = 0  # memory unreadable: reported on the probes' word alone
     target_exited: bool = False
+    warnings: list[str] = field(default_factory=list)  # ways this binary hides events
 
     def to_json(self) -> dict[str, Any]:
         c = self.counters
@@ -114,6 +115,7 @@ class Report:
             "no_longer_parked": self.no_longer_parked,
             "unverified": self.unverified,
             "target_exited": self.target_exited,
+            "warnings": self.warnings,
             "suspects": [s.to_json() for s in self.suspects],
         }
 

@@ -102,6 +102,7 @@ class Session:
         self.sym = ProcessSymbolizer(gb.pcln, self.bias)
         self.goroutines = GoroutineReader(gb, self.mem, self.bias)
         self.cleaner = StackCleaner(self.sym)
+        self.warnings = gb.warnings()
         self.started = time.monotonic()
         # Parked stacks read from memory, kept so a report after the target exits still has them.
         self._stacks: dict[int, tuple[int, ...]] = {}
@@ -183,6 +184,7 @@ class Session:
             no_longer_parked=out.no_longer_parked,
             unverified=out.unverified,
             target_exited=target_exited,
+            warnings=self.warnings,
         )
 
 
@@ -217,6 +219,8 @@ def run(opts: AttachOptions) -> int:
             + (f"; {seeded.table_full:,} did not fit in the table" if seeded.table_full else "")
             + (f"; {seeded.unreadable:,} unreadable" if seeded.unreadable else "")
         )
+        for w in session.warnings:
+            err.print(f"[yellow]gotrace: warning:[/] {w}")
         deadline = session.started + opts.duration_s if opts.duration_s else None
         next_report = session.started + opts.interval_s
         exited = False

@@ -19,6 +19,11 @@ def site(f: Frame | None) -> str:
     return f"{f.function} {os.path.basename(f.file)}:{f.line}"
 
 
+def creator(s: Suspect) -> str:
+    """The go statement; goroutine 1 has none (the runtime starts it through an ABI wrapper)."""
+    return "(main goroutine)" if s.start_function == "runtime.main" else site(s.created_at)
+
+
 def parked_groups_table(title: str) -> Table:
     """Columns of a table of parked groups: attach's report and tail's screen share them."""
     table = Table(title=title, title_justify="left", expand=False)
@@ -69,7 +74,7 @@ class TableRenderer:
         table = parked_groups_table(f"{total:,} goroutines parked ≥ "
                                     f"{format_duration(r.threshold_s)}, in {groups} groups")
         for s in r.suspects:
-            table.add_row(f"{s.count:,}", _parked(s), s.wait_reason, site(s.created_at),
+            table.add_row(f"{s.count:,}", _parked(s), s.wait_reason, creator(s),
                           site(s.parked_at))
         con.print(table)
         if any(s.before_attach == s.count for s in r.suspects):

@@ -28,6 +28,8 @@ from tests.integration.goleaky import (
     Lines,
     assert_exactly_the_leaks,
     assert_target_unharmed,
+    gotrace,
+    json_reports,
     leak_flags,
     leak_session,
 )
@@ -160,6 +162,14 @@ def test_doctor_names_inlined_hooks_of_a_pgo_build() -> None:
             "(runtime.chanrecv, runtime.chansend; a PGO build?): events there are not seen")
         assert lines["hook park"].startswith("OK   hook park       runtime.gopark+0x")
         assert [k for k, v in lines.items() if not v.startswith("OK ")] == ["inlining"]
+        # attach says it too: on stderr at start, and in every JSON report.
+        gt = gotrace("attach", str(target.pid), "--json", "--duration", "1s", "--interval", "1s")
+        stdout, stderr = gt.communicate(timeout=120)
+        assert gt.returncode == 0, stderr
+        warning = ("runtime.gopark is also inlined at 2 call sites (runtime.chanrecv, "
+                   "runtime.chansend; a PGO build?): events there are not seen")
+        assert "gotrace: warning: " + warning in " ".join(stderr.split())
+        assert json_reports(stdout)[-1]["warnings"] == [warning]
     finally:
         assert target.stop() == 0
 
