@@ -13,6 +13,7 @@ from rich.console import Console
 from gotrace.binary import cache
 from gotrace.environment import tracing_checks
 from gotrace.errors import EXIT_ENVIRONMENT, GotraceError
+from gotrace.tracer import ATTACH_EVENTS
 
 _MARKS = {"ok": "[green]OK  [/]", "fail": "[red]FAIL[/]", "warn": "[yellow]WARN[/]",
           "slow": "[yellow]SLOW[/]"}
@@ -86,7 +87,8 @@ def target_lines(line: Lines, pid: int) -> None:
     for h in gb.hooks:
         f = gb.pcln.func_at(h.addr)
         where = f"{f.name}+{h.addr - f.entry:#x}" if f else f"{h.addr:#x}"
-        line("ok" if h.emulated else "slow", f"hook {h.event}", f"{where}: {h.why}",
+        used_by = " (tail and hist only)" if h.event not in ATTACH_EVENTS else ""
+        line("ok" if h.emulated else "slow", f"hook {h.event}", f"{where}: {h.why}{used_by}",
              "" if h.emulated else "none needed, but this probe is single-stepped (~10x the "
              "cost of the others); a build without PGO (-pgo=off) gets the cheap one")
     warnings = gb.warnings()
