@@ -11,7 +11,9 @@ import ctypes
 import errno
 import io
 import os
-from collections.abc import Iterable
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,24 @@ class SeedResult:
     inserted: int = 0
     already_known: int = 0  # a probe saw it first (created, parked or exited since attach)
     table_full: int = 0
+
+
+@contextlib.contextmanager
+def capture_stderr(into: io.StringIO) -> Iterator[None]:
+    """Catch what libbcc and clang write to file descriptor 2, which Python's own
+    redirect_stderr cannot see, so the user gets gotrace's one line instead of BCC's."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            with contextlib.redirect_stderr(into):
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            into.write(tmp.read().decode(errors="replace"))
 
 
 class Tracer:
@@ -80,7 +100,7 @@ class Tracer:
         src = str(bpf_dir() / "gotrace.bpf.c")
         err = io.StringIO()
         try:
-            with contextlib.redirect_stderr(err):
+            with capture_stderr(err):
                 self.bpf = BPF(src_file=src.encode(), cflags=self.cflags())
         except Exception as e:
             detail = (err.getvalue().strip().splitlines() or [str(e)])[-1]
@@ -88,13 +108,16 @@ class Tracer:
                 from None
         self.configure()
         for hook in (h for h in self.gb.hooks if h.event in self.events):
+            err = io.StringIO()
             try:
-                self.bpf.attach_uprobe(name=self.target.exe.encode(), addr=hook.addr,
-                                       fn_name=hook.bpf_fn.encode(), pid=self.target.pid)
+                with capture_stderr(err):
+                    self.bpf.attach_uprobe(name=self.target.exe.encode(), addr=hook.addr,
+                                           fn_name=hook.bpf_fn.encode(), pid=self.target.pid)
             except Exception as e:
                 self.close()
-                raise CannotTrace(f"cannot attach a uprobe to {hook.func} "
-                                  f"({hook.addr:#x}): {e}") from None
+                said = err.getvalue().strip().splitlines()
+                raise CannotTrace(f"cannot attach a uprobe to {hook.func} ({hook.addr:#x}): "
+                                  f"{said[-1] if said else e}") from None
             self.attached.append(hook)
 
     # -- reading the maps ----------------------------------------------------------------

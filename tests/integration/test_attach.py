@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from tests.integration.goleaky import (
+    SLOW,
     GoLeaky,
     Lines,
     assert_exactly_the_leaks,
@@ -27,7 +28,7 @@ def test_attach_reports_exactly_the_leaks(go_leaky: tuple[str, str]) -> None:
         Lines(gt.stderr).wait_for("attached", timeout=60)
         target.signal(signal.SIGUSR1)  # the leaks are born after the probes are in
         target.out.wait_for(r"^batch 1 made")
-        stdout, _ = gt.communicate(timeout=60)
+        stdout, _ = gt.communicate(timeout=60 * SLOW)
         assert gt.returncode == 0
         assert_exactly_the_leaks(json_reports(stdout), version, target.pid, 3.0)
         assert_target_unharmed(target)
@@ -46,14 +47,14 @@ def test_bpf_park_stacks_match_memory_stacks(go_leaky: tuple[str, str]) -> None:
         Lines(gt.stderr).wait_for("attached", timeout=60)
         target.signal(signal.SIGUSR1)
         target.out.wait_for(r"^batch 1 made")
-        stdout, _ = gt.communicate(timeout=60)
+        stdout, _ = gt.communicate(timeout=60 * SLOW)
         bpf = [s for s in json_reports(stdout)[-1]["suspects"] if s["created_at"]["line"] == line]
         gt = gotrace("attach", str(target.pid), "--json", "--threshold", "1s", "--interval",
                      "1s", "--duration", "2s")
         Lines(gt.stderr).wait_for("attached", timeout=60)
         target.signal(signal.SIGUSR1)
         target.out.wait_for(r"^batch 2 made")
-        stdout, _ = gt.communicate(timeout=60)
+        stdout, _ = gt.communicate(timeout=60 * SLOW)
         mem = [s for s in json_reports(stdout)[-1]["suspects"] if s["created_at"]["line"] == line]
         assert bpf[0]["count"] == 5
         # The second attach also finds batch 1, parked since before it attached: same group.
@@ -78,7 +79,7 @@ def test_signal_gives_a_final_report_and_detaches(go_leaky: tuple[str, str], sig
         target.out.wait_for(r"^batch 1 made")
         target.ticks(4)
         gt.send_signal(sig)
-        stdout, stderr = gt.communicate(timeout=30)
+        stdout, stderr = gt.communicate(timeout=30 * SLOW)
         assert gt.returncode == 0, stderr
         assert "Traceback" not in stderr
         final = json_reports(stdout)[-1]
@@ -93,9 +94,9 @@ def test_signal_gives_a_final_report_and_detaches(go_leaky: tuple[str, str], sig
 def test_target_exit_ends_the_session_cleanly(go_leaky: tuple[str, str]) -> None:
     _, binary = go_leaky
     # Long enough for gotrace to compile and attach on a loaded machine before the exit.
-    target = GoLeaky(binary, "-exit-after", "15s", "-recv", "3")
+    target = GoLeaky(binary, "-exit-after", f"{15 * SLOW:g}s", "-recv", "3")
     gt = gotrace("attach", str(target.pid), "--json", "--threshold", "1s", "--interval", "1s")
-    stdout, stderr = gt.communicate(timeout=60)
+    stdout, stderr = gt.communicate(timeout=60 * SLOW)
     assert gt.returncode == 0, stderr
     assert "exited" in stderr
     final = json_reports(stdout)[-1]
