@@ -47,6 +47,13 @@ class GOffsets:
         ]
         if self.parent_goid is not None:
             flags.append(f"-DG_PARENT_GOID_OFF={self.parent_goid}")
+        # The creation facts sit close together in g: the create probe reads them in one go.
+        fields = [self.goid, self.gopc, self.startpc]
+        if self.parent_goid is not None:
+            fields.append(self.parent_goid)
+        lo, hi = min(fields), max(fields) + 8
+        if hi - lo <= 256 and all(f % 8 == lo % 8 for f in fields):
+            flags += [f"-DG_SPAN_LO={lo}", f"-DG_SPAN_LEN={hi - lo}"]
         return flags
 
 
