@@ -109,5 +109,5 @@ def call_sites(img: Code, start: int, end: int, target: int) -> list[int]:
 
 
 def ret_sites(img: Code, start: int, end: int) -> list[int]:
-    """Addresses of every RET: where to probe instead of a uretprobe (go-runtime.md §7)."""
+    """Addresses of every RET: return probes go there, never a uretprobe (go-runtime.md §7)."""
     return [i.addr for i in decode(img, start, end) if i.mnemonic == "ret"]
