@@ -131,7 +131,10 @@ def check_against_runtime_stack(version: str, binary: Path) -> None:
     wrappers = wrapper_functions(Pclntab(ElfImage(str(binary))))
     theirs, ours = dump_both(binary)
     assert ours["go_version"].startswith(f"go{version}")
-    assert ours["skipped"] == 0
+    # A busy goroutine may keep changing while it is read: gotrace skips and counts it. The
+    # leaks below are parked for good and must all be there; only busy ones may be skipped.
+    # go-leaky's busy goroutines: one per busy go line, plus 1 more for pingpong, 2 for sleeper.
+    assert ours["skipped"] <= len(markers()["busy"]) + 3
     assert ours["system_hidden"] > 0  # GC workers, sweeper... hidden as Go hides them
     mine = {g["goid"]: g for g in ours["goroutines"]}
     assert len(mine) == len(ours["goroutines"]), "duplicate goids"
@@ -171,7 +174,9 @@ def check_against_runtime_stack(version: str, binary: Path) -> None:
     their_created = {i: g.created_by.function if g.created_by else None
                      for i, g in theirs.items()}
     our_created = {i: g["created_at"]["function"] for i, g in mine.items()}
-    assert lasting(set(theirs), their_created) == lasting(set(mine), our_created)
+    missing = lasting(set(theirs), their_created) - lasting(set(mine), our_created)
+    assert len(missing) <= ours["skipped"], missing
+    assert lasting(set(mine), our_created) <= lasting(set(theirs), their_created)
 
 
 def test_dump_text_reads_like_go(version: str) -> None:
