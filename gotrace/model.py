@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from gotrace.binary.pclntab import Frame
@@ -176,4 +176,4 @@ class GoroutineDump:
 
 
 __all__ = ["Counters", "DumpedGoroutine", "Frame", "GoroutineDump", "GoroutineRecord", "Report",
-           "Suspect", "asdict"]
+           "Suspect"]
