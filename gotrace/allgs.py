@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gotrace.binary.allgs import AllgsAddrs, find_allgs
-from gotrace.binary.funcinfo import frame_size
 from gotrace.binary.gobinary import GoBinary
 from gotrace.errors import BadInput, CannotTrace
 from gotrace.gstate import (
@@ -129,7 +128,7 @@ class GoroutineReader:
                 return GoroutineStack(g, [], "none")
             bp = g.syscallbp
             if not bp:  # before Go 1.23: where the prologue saved it, from the frame size
-                size = frame_size(self.gb.pcln, g.syscallpc - self.bias)
+                size = self.gb.pcln.frame_size(g.syscallpc - self.bias)
                 if not size:
                     return GoroutineStack(g, [g.syscallpc], "syscall", truncated=True)
                 bp = g.syscallsp + size - 8

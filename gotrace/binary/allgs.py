@@ -84,5 +84,5 @@ def find_allgs(img: ElfImage, pcln: Pclntab) -> AllgsAddrs:
             found = None
         if found is not None:
             return found
-    raise BadInput(f"{img.path}: cannot find the runtime's goroutine list (runtime.allgs): "
+    raise BadInput(f"{img.name}: cannot find the runtime's goroutine list (runtime.allgs): "
                    "no symbol, and runtime.allgadd does not have the expected shape")

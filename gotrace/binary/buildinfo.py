@@ -42,11 +42,11 @@ def read_build_info(img: ElfImage) -> BuildInfo:
     """Find and decode the build info blob; BadInput when the file has none."""
     found = _find_blob(img)
     if found is None:
-        raise BadInput(f"{img.path} is not a Go program (no Go build info)")
+        raise BadInput(f"{img.name} is not a Go program (no Go build info)")
     off, end = found
     data = img.data
     if end - off < HEADER_SIZE:
-        raise BadInput(f"{img.path}: Go build info is truncated")
+        raise BadInput(f"{img.name}: Go build info is truncated")
     ptr_size = data[off + 14]
     flags = data[off + 15]
     if flags & _FLAG_INLINE_STRINGS:
@@ -56,7 +56,7 @@ def read_build_info(img: ElfImage) -> BuildInfo:
         vers, mod = _read_pointer_strings(img, off, ptr_size, bool(flags & _FLAG_BIG_ENDIAN))
     vers_s = vers.decode("utf-8", "replace")
     if not vers_s:
-        raise BadInput(f"{img.path} is not a Go program (empty Go version in build info)")
+        raise BadInput(f"{img.name} is not a Go program (empty Go version in build info)")
     return _parse_modinfo(vers_s, mod)
 
 
@@ -114,7 +114,7 @@ def _read_varint_string(img: ElfImage, p: int, end: int) -> tuple[bytes, int]:
     shift = 0
     while True:
         if p >= end or shift > 63:
-            raise BadInput(f"{img.path}: Go build info is truncated")
+            raise BadInput(f"{img.name}: Go build info is truncated")
         b = data[p]
         p += 1
         length |= (b & 0x7F) << shift
@@ -122,7 +122,7 @@ def _read_varint_string(img: ElfImage, p: int, end: int) -> tuple[bytes, int]:
             break
         shift += 7
     if length > _MAX_STRING or p + length > end:
-        raise BadInput(f"{img.path}: Go build info is truncated")
+        raise BadInput(f"{img.name}: Go build info is truncated")
     return bytes(data[p : p + length]), p + length
 
 
@@ -131,7 +131,7 @@ def _read_pointer_strings(
 ) -> tuple[bytes, bytes]:
     """Pre-1.18 header: two pointers to Go string headers {data, len} for version and modinfo."""
     if ptr_size not in (4, 8):
-        raise BadInput(f"{img.path}: Go build info has a bad pointer size {ptr_size}")
+        raise BadInput(f"{img.name}: Go build info has a bad pointer size {ptr_size}")
     order: Literal["little", "big"] = "big" if big_endian else "little"
     hdr = bytes(img.data[off + 16 : off + 16 + 2 * ptr_size])
 

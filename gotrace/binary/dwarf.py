@@ -67,7 +67,7 @@ def struct_members(img: ElfImage, names: Iterable[str]) -> dict[str, dict[str, i
                 break
         return found
     except (_Malformed, struct.error, IndexError, KeyError, ValueError, zlib.error) as e:
-        raise BadInput(f"{img.path}: DWARF unreadable ({e or type(e).__name__}); "
+        raise BadInput(f"{img.name}: DWARF unreadable ({e or type(e).__name__}); "
                        "strip it (-ldflags=-w) or report a bug") from None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -31,28 +30,26 @@ class Segment:
     memsz: int
     flags: int
 
-    @property
-    def executable(self) -> bool:
-        return bool(self.flags & 0x1)
-
 
 class ElfImage:
     """An ELF file mapped into memory; `read(vaddr, n)` reads what a loader would place there."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, name: str | None = None) -> None:
+        """path: what to open; name: the file as the user knows it, for messages."""
         self.path = path
+        self.name = name or path
         try:
             self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - kept open for pyelftools
         except OSError as e:
-            raise BadInput(f"cannot open {path}: {e.strerror}") from None
+            raise BadInput(f"cannot open {self.name}: {e.strerror}") from None
         try:
             size = os.fstat(self._file.fileno()).st_size
             self.size = size
             if size < 64:
-                raise BadInput(f"{path} is not an ELF executable (too small)")
+                raise BadInput(f"{self.name} is not an ELF executable (too small)")
             self.data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
             if self.data[:4] != b"\x7fELF":
-                raise BadInput(f"{path} is not an ELF executable")
+                raise BadInput(f"{self.name} is not an ELF executable")
             self.elf = ELFFile(self._file)
             self.is_pie = self.elf.header["e_type"] == "ET_DYN"
             self.machine = str(self.elf.header["e_machine"])
@@ -73,7 +70,7 @@ class ElfImage:
         except BadInput:
             raise
         except (ELFError, ValueError, KeyError, IndexError, OSError, AssertionError) as e:
-            raise BadInput(f"{path}: not a readable ELF file ({e})") from None
+            raise BadInput(f"{self.name}: not a readable ELF file ({e})") from None
         self._symbols: dict[str, tuple[int, int]] | None = None
 
     def close(self) -> None:
@@ -81,9 +78,6 @@ class ElfImage:
         self._file.close()
 
     # -- sections -------------------------------------------------------------------------
-
-    def section_names(self) -> list[str]:
-        return list(self._sections)
 
     def section_range(self, name: str) -> tuple[int, int] | None:
         """(vaddr, size) of an allocated section, or None."""
@@ -99,7 +93,7 @@ class ElfImage:
         try:
             return bytes(s.data())  # handles SHF_COMPRESSED
         except (ELFError, ValueError, OSError) as e:
-            raise BadInput(f"{self.path}: section {name} unreadable ({e})") from None
+            raise BadInput(f"{self.name}: section {name} unreadable ({e})") from None
 
     def section_file_range(self, name: str) -> tuple[int, int] | None:
         """(file offset, size) of a section's raw bytes, for zero-copy access."""
@@ -120,16 +114,11 @@ class ElfImage:
     def read(self, vaddr: int, size: int) -> bytes:
         off = self.vaddr_to_offset(vaddr)
         if off is None or off + size > len(self.data):
-            raise BadInput(f"{self.path}: address {vaddr:#x} is not in the file")
+            raise BadInput(f"{self.name}: address {vaddr:#x} is not in the file")
         return bytes(self.data[off : off + size])
 
     def read_u64(self, vaddr: int) -> int:
         return int.from_bytes(self.read(vaddr, 8), "little")
-
-    def executable_segments(self) -> Iterator[Segment]:
-        return (s for s in self.segments if s.executable)
-
-    # -- symbols --------------------------------------------------------------------------
 
     @property
     def has_symtab(self) -> bool:
@@ -158,10 +147,10 @@ class ElfImage:
             sym_off, sym_size = int(tab["sh_offset"]), int(tab["sh_size"])
             str_off, str_size = int(strtab["sh_offset"]), int(strtab["sh_size"])
         except (ELFError, ValueError, KeyError, IndexError, TypeError) as e:
-            raise BadInput(f"{self.path}: symbol table unreadable ({e})") from None
+            raise BadInput(f"{self.name}: symbol table unreadable ({e})") from None
         if (self.elf.elfclass != 64 or sym_off + sym_size > len(self.data)
                 or str_off + str_size > len(self.data)):
-            raise BadInput(f"{self.path}: symbol table unreadable (outside the file)")
+            raise BadInput(f"{self.name}: symbol table unreadable (outside the file)")
         raw = self.data[sym_off : sym_off + sym_size - sym_size % _SYM_SIZE]
         strs = self.data[str_off : str_off + str_size]
         syms: dict[str, tuple[int, int]] = {}

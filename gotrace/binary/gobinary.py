@@ -52,23 +52,14 @@ class GoBinary:
     def open(cls, path: str, *, display_name: str | None = None,
              use_cache: bool = True) -> GoBinary:
         """Read a Go executable; errors name it as the user knows it (display_name)."""
-        try:
-            return cls._open(path, display_name, use_cache)
-        except BadInput as e:
-            if display_name and path in e.message:
-                raise BadInput(e.message.replace(path, display_name)) from None
-            raise
-
-    @classmethod
-    def _open(cls, path: str, display_name: str | None, use_cache: bool) -> GoBinary:
-        img = ElfImage(path)
+        img = ElfImage(path, display_name)
         if img.machine != "EM_X86_64":
-            raise BadInput(f"{display_name or path}: {img.machine} binaries are not supported yet "
+            raise BadInput(f"{img.name}: {img.machine} binaries are not supported yet "
                            "(gotrace probes x86-64)")
         info = read_build_info(img)
         major, minor, _ = parse_go_version(info.go_version)
         if major != 1 or minor not in SUPPORTED_MINORS:
-            raise BadInput(f"{display_name or path} was built with {info.go_version}; gotrace "
+            raise BadInput(f"{img.name} was built with {info.go_version}; gotrace "
                            "supports Go 1.19 to 1.27")
         pcln = Pclntab(img)
         if use_cache:
@@ -95,7 +86,7 @@ class GoBinary:
             sites = self.pcln.inline_sites([name]) or []
             why = (f": the compiler inlined it into all {len(sites)} callers (a PGO build?)"
                    if sites else "")
-            raise BadInput(f"{self.path}: the Go runtime function {name} is missing "
+            raise BadInput(f"{self.img.name}: the Go runtime function {name} is missing "
                            f"({self.go_version}){why}; cannot trace this binary")
         return f
 
@@ -156,7 +147,7 @@ def _creation_hooks(gb: GoBinary) -> list[Hook]:
     newproc1 = gb.func("runtime.newproc1")
     rets = disasm.ret_sites(gb.img, newproc1.entry, newproc1.end)
     if not rets:
-        raise BadInput(f"{gb.path}: no RET found in runtime.newproc1; cannot see creations")
+        raise BadInput(f"{gb.img.name}: no RET found in runtime.newproc1; cannot see creations")
     inlined = closure is not None and any(
         s.caller.entry == closure.entry
         for s in gb.pcln.inline_sites(["runtime.runqput"]) or [])

@@ -135,4 +135,4 @@ def dwarf_offsets(img: ElfImage) -> GOffsets | None:
             waitsince=g.get("waitsince"),
         )
     except KeyError as e:
-        raise BadInput(f"{img.path}: runtime.g in DWARF lacks field {e}") from None
+        raise BadInput(f"{img.name}: runtime.g in DWARF lacks field {e}") from None

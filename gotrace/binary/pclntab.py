@@ -130,13 +130,13 @@ class Pclntab:
 
     def __init__(self, img: ElfImage) -> None:
         self._img = img
-        self.path = img.path
+        self.name = img.name
         file_off, limit, self.header_addr = self._locate(img)
         # Copy the table so that closing the image's mmap never fails on exported buffers.
         self._buf = bytes(img.data[file_off:limit])
         hdr = _parse_header(self._buf, 0, len(self._buf))
         if hdr is None:  # _locate validated it; this only guards against a racing file change
-            raise BadInput(f"{self.path}: Go symbol table (pclntab) header is malformed")
+            raise BadInput(f"{self.name}: Go symbol table (pclntab) header is malformed")
         self._hdr = hdr
         self.min_lc = hdr.min_lc
         self.magic = hdr.magic
@@ -183,10 +183,10 @@ class Pclntab:
             off, size = fr
             end = min(off + size, len(data))
             if end - off < 8:
-                raise BadInput(f"{self.path}: section {name} is truncated")
+                raise BadInput(f"{self.name}: section {name} is truncated")
             self._check_magic(int.from_bytes(data[off : off + 4], "little"))
             if _parse_header(data, off, end) is None:
-                raise BadInput(f"{self.path}: Go symbol table ({name}) header is malformed")
+                raise BadInput(f"{self.name}: Go symbol table ({name}) header is malformed")
             return off, end, rng[0]
         # No section header (PIE + external linking up to Go 1.25, or renamed/stripped sections):
         # scan loaded data for the magic with a sane header. Read-only segments first.
@@ -208,23 +208,23 @@ class Pclntab:
         if old is not None:
             self._check_magic(old)
         if any(s.offset + s.filesz > len(data) for s in img.segments):
-            raise BadInput(f"{self.path} is truncated (its segments extend past the end of file)")
-        raise BadInput(f"{self.path} has no Go symbol table (pclntab); is it a Go program?")
+            raise BadInput(f"{self.name} is truncated (its segments extend past the end of file)")
+        raise BadInput(f"{self.name} has no Go symbol table (pclntab); is it a Go program?")
 
     def _check_magic(self, magic: int) -> None:
         if magic in (MAGIC_GO119, MAGIC_GO120):
             return
         if magic in _OLD_MAGICS:
             raise BadInput(
-                f"{self.path} was built by Go {_OLD_MAGICS[magic]}, which is too old; {_SUPPORTED}"
+                f"{self.name} was built by Go {_OLD_MAGICS[magic]}, which is too old; {_SUPPORTED}"
             )
-        raise BadInput(f"{self.path}: unknown Go symbol table format (magic {magic:#x})")
+        raise BadInput(f"{self.name}: unknown Go symbol table format (magic {magic:#x})")
 
     def _reject_go118(self) -> None:
         """Go 1.18 shares 1.19's magic but not its funcdata encoding; tell them apart by version."""
         minor = self._go_minor()
         if minor is not None and minor < 19:
-            raise BadInput(f"{self.path} was built by Go 1.{minor}, which is too old; {_SUPPORTED}")
+            raise BadInput(f"{self.name} was built by Go 1.{minor}, which is too old; {_SUPPORTED}")
 
     def _find_moduledata(self, img: ElfImage, hdr: _Header) -> int | None:
         """Address of runtime.firstmoduledata: the pattern {pcHeader, funcnametab}, else its symbol.
@@ -295,7 +295,7 @@ class Pclntab:
         rng = img.section_range(".text")
         if rng is not None:
             return rng[0]
-        raise BadInput(f"{self.path}: cannot find the start of Go code (runtime.text)")
+        raise BadInput(f"{self.name}: cannot find the start of Go code (runtime.text)")
 
     def _gofunc(self, img: ElfImage) -> int | None:
         """moduledata.gofunc, the base of funcdata offsets (inline trees); None if unknown.
@@ -381,7 +381,7 @@ class Pclntab:
                         cache[name_off] = name
                 except (struct.error, ValueError, IndexError):
                     raise BadInput(
-                        f"{self.path}: Go symbol table entry {i} is out of bounds"
+                        f"{self.name}: Go symbol table entry {i} is out of bounds"
                     ) from None
                 funcs.append(Func(name, text + eo[i], text + eo[i + 1]))
             self._funcs = funcs
@@ -411,6 +411,31 @@ class Pclntab:
         if i < 0 or i >= self._nfunc:
             return None
         return i
+
+    def func_ids(self) -> list[int]:
+        """The funcID byte of every function, in table order.
+
+        `_func` ends with {funcID u8, flag u8, _ u8, nfuncdata u8} in every layout since Go 1.18.
+        """
+        buf, base, at = self._buf, self._hdr.pcln, self._func_size - 4
+        return [buf[base + fo + at] for fo in self._func_offs[: len(self.functions())]]
+
+    def frame_size(self, pc: int) -> int | None:
+        """Bytes of stack the function at `pc` uses there (its pcsp table), or None if unknown.
+
+        At a return address `pc` in a function whose SP is `sp`, the caller's return PC is at
+        `sp + size` and, when size > 0, the saved frame pointer just below it.
+        """
+        i = self._index_at(pc)
+        if i is None:
+            return None
+        try:
+            p = self._hdr.pcln + self._func_offs[i]
+            (pcsp,) = struct.unpack_from("<I", self._buf, p + 16)
+            size = self._pcvalue(pcsp, self.text_start + self._entry_offs[i], pc)
+        except (struct.error, IndexError, ValueError):
+            return None
+        return size if size >= 0 else None
 
     # -- PC -> frames --------------------------------------------------------------------------
 

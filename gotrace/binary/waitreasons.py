@@ -64,4 +64,4 @@ def wait_reasons(img: ElfImage, string_method: tuple[int, int] | None) -> tuple[
         names = from_string_method(img, *string_method)
         if names:
             return names, "decoded from runtime.waitReason.String"
-    raise BadInput(f"{img.path}: cannot find the wait-reason strings of this Go runtime")
+    raise BadInput(f"{img.name}: cannot find the wait-reason strings of this Go runtime")

@@ -12,7 +12,7 @@ from gotrace.allgs import GoroutineReader
 from gotrace.binary.allgs import AllgsAddrs, decode_allgadd, find_allgs, from_symbols
 from gotrace.binary.buildinfo import parse_go_version, read_build_info
 from gotrace.binary.elf import ElfImage
-from gotrace.binary.funcinfo import frame_size, wrapper_functions
+from gotrace.binary.funcinfo import wrapper_functions
 from gotrace.binary.offsets import GOffsets, dwarf_offsets, table_offsets
 from gotrace.binary.pclntab import Pclntab
 from gotrace.commands.dump import SHORT, SHOWN, SYSTEM, UNKNOWN_WAIT, selected
@@ -102,10 +102,10 @@ def test_frame_size_is_zero_at_entry_and_known_inside(go_build: GoBuild, version
     tab = Pclntab(img)
     f = tab.lookup("runtime.main")
     assert f is not None
-    assert frame_size(tab, f.entry) == 0
-    sizes = {frame_size(tab, pc) for pc in range(f.entry, f.end, 7)}
+    assert tab.frame_size(f.entry) == 0
+    sizes = {tab.frame_size(pc) for pc in range(f.entry, f.end, 7)}
     assert any(s and s > 0 for s in sizes)
-    assert frame_size(tab, 0) is None
+    assert tab.frame_size(0) is None
 
 
 # -- reading goroutines from memory -------------------------------------------------------------
