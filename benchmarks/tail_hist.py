@@ -198,10 +198,10 @@ def bpf_runtime(exe: str, seconds: float) -> list[dict[str, Any]]:
     the same for every build. Needs kernel.bpf_stats_enabled, switched on for the run only.
     """
     sys.path.insert(0, str(ROOT))
+    from gotrace.analysis.histogram import HistTracer
     from gotrace.commands.attach import load_bias, open_target
-    from gotrace.events import EventTracer, Kind
-    from gotrace.histogram import HistTracer
-    from gotrace.tracer import Tracer
+    from gotrace.live.ringbuf import EventTracer, Kind
+    from gotrace.live.tracer import Tracer
 
     builds: dict[str, Any] = {
         "attach (default build)": lambda gb, tg, bias: Tracer(gb, tg),

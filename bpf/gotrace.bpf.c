@@ -11,7 +11,7 @@
  *                  with HIST_BY_SITE (0/1) and HIST_ENTRIES.
  *   G_M_OFF, M_CURG_OFF: the creator's goid on Go < 1.21 (g0.m.curg at the create hook).
  *
- * Hooks (placed by gotrace/hooks.py on instructions the kernel emulates):
+ * Hooks (placed by gotrace/binary/gobinary.py (choose_hooks) on instructions the kernel emulates):
  *   on_create_rbx  the `call runqput` in newproc.func1: RBX = the new g, fully initialised
  *   on_create_rax  fallback: every RET of newproc1, RAX = the new g (never a uretprobe)
  *   on_exit        goexit1, R14 = the exiting g

@@ -1,6 +1,6 @@
 /* gotrace.h: layouts shared by the BPF program (bpf/gotrace.bpf.c) and the Python side.
  *
- * Python reads the #define lines of this file (gotrace/bpfdefs.py) and takes the struct
+ * Python reads the #define lines of this file (gotrace/live/bpfdefs.py) and takes the struct
  * layouts from BCC, which compiles this same header: one source of truth for both sides.
  * Keep every #define a plain integer.
  */

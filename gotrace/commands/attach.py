@@ -10,21 +10,20 @@ from types import FrameType
 
 from rich.console import Console
 
-from gotrace.allgs import GoroutineReader
+from gotrace.analysis.suspects import StackCleaner, Verdict, find_suspects
 from gotrace.binary.gobinary import GoBinary
-from gotrace.bpfdefs import const
 from gotrace.durations import format_duration
-from gotrace.environment import require_tracing
 from gotrace.errors import BadInput, CannotTrace, GotraceError
-from gotrace.gstate import G_WAITING, GSnapshot, read_g, unwind_parked
+from gotrace.frames import ProcessSymbolizer
+from gotrace.live.bpfdefs import const
+from gotrace.live.environment import require_tracing
+from gotrace.live.goroutines import G_WAITING, GoroutineReader, GSnapshot, read_g, unwind_parked
+from gotrace.live.layout import check_layout
+from gotrace.live.process import ProcessMemory, Target
+from gotrace.live.tracer import ATTACH_EVENTS, Tracer
 from gotrace.model import GoroutineRecord, Report
-from gotrace.process import ProcessMemory, Target
-from gotrace.render.jsonl import JsonRenderer
-from gotrace.render.table import TableRenderer
-from gotrace.report import StackCleaner, Verdict, find_suspects
-from gotrace.symbolize import ProcessSymbolizer
-from gotrace.tracer import ATTACH_EVENTS, Tracer
-from gotrace.validate import check_layout
+from gotrace.render.json import JsonRenderer
+from gotrace.render.leaks import TableRenderer
 
 
 @dataclass

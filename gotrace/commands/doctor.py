@@ -11,9 +11,9 @@ from __future__ import annotations
 from rich.console import Console
 
 from gotrace.binary import cache
-from gotrace.environment import tracing_checks
 from gotrace.errors import EXIT_ENVIRONMENT, GotraceError
-from gotrace.tracer import ATTACH_EVENTS
+from gotrace.live.environment import tracing_checks
+from gotrace.live.tracer import ATTACH_EVENTS
 
 _MARKS = {"ok": "[green]OK  [/]", "fail": "[red]FAIL[/]", "warn": "[yellow]WARN[/]",
           "slow": "[yellow]SLOW[/]"}

@@ -11,19 +11,26 @@ import sys
 import time
 from dataclasses import dataclass
 
-from gotrace.allgs import GoroutineReader, GoroutineStack
+from gotrace.analysis.suspects import UNKNOWN, is_system
 from gotrace.binary.funcinfo import wrapper_functions
 from gotrace.binary.gobinary import GoBinary
 from gotrace.binary.pclntab import Frame
 from gotrace.commands.attach import load_bias, open_target
 from gotrace.errors import BadInput, GotraceError
-from gotrace.gstate import G_LEAKED, G_SYSCALL, G_WAITING, STATUS_NAMES, GSnapshot
+from gotrace.frames import ProcessSymbolizer
+from gotrace.live.goroutines import (
+    G_LEAKED,
+    G_SYSCALL,
+    G_WAITING,
+    STATUS_NAMES,
+    GoroutineReader,
+    GoroutineStack,
+    GSnapshot,
+)
+from gotrace.live.layout import check_layout
+from gotrace.live.process import ProcessMemory
 from gotrace.model import DumpedGoroutine, GoroutineDump
-from gotrace.process import ProcessMemory
 from gotrace.render.dump import DumpJsonRenderer, DumpTextRenderer
-from gotrace.report import UNKNOWN, is_system
-from gotrace.symbolize import ProcessSymbolizer
-from gotrace.validate import check_layout
 
 MAX_FRAMES = 100  # as Go's tracebacks before 1.21 (later ones print 50 + 50)
 # Go's gStatusStrings, where they differ from gotrace's short names.

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
+from gotrace.analysis.histogram import HistReport, HistTracer, build
 from gotrace.binary.pclntab import Frame
 from gotrace.commands.attach import StopSignal, load_bias, open_target
 from gotrace.durations import format_duration
-from gotrace.environment import require_tracing
-from gotrace.histogram import HistReport, HistTracer, build
+from gotrace.frames import ProcessSymbolizer
+from gotrace.live.environment import require_tracing
 from gotrace.render.hist import HistRenderer
-from gotrace.render.jsonl import JsonRenderer
-from gotrace.symbolize import ProcessSymbolizer
+from gotrace.render.json import JsonRenderer
 
 
 @dataclass

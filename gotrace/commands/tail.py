@@ -14,18 +14,18 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from gotrace.analysis.livestats import LiveStats, SiteSymbols
 from gotrace.binary import codemap
 from gotrace.binary.gobinary import GoBinary
 from gotrace.commands.attach import StopSignal, load_bias, open_target
 from gotrace.durations import format_duration
-from gotrace.environment import require_tracing
 from gotrace.errors import BadInput
-from gotrace.events import Event, EventTracer, Kind, RingReader, StreamCounters
-from gotrace.livestats import LiveStats, SiteSymbols
-from gotrace.process import Target
-from gotrace.render.eventjson import EventJsonWriter
-from gotrace.render.live import LiveRenderer
-from gotrace.symbolize import ProcessSymbolizer
+from gotrace.frames import ProcessSymbolizer
+from gotrace.live.environment import require_tracing
+from gotrace.live.process import Target
+from gotrace.live.ringbuf import Event, EventTracer, Kind, RingReader, StreamCounters
+from gotrace.render.events import EventJsonWriter
+from gotrace.render.screen import LiveRenderer
 
 POLL_S = 0.05  # the reader wakes up this often (producers never wake it)
 REFRESH_S = 0.5  # the live screen, twice a second

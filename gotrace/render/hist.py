@@ -6,8 +6,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gotrace.histogram import HistReport, Hists, Log2Hist
-from gotrace.render.table import site
+from gotrace.analysis.histogram import HistReport, Hists, Log2Hist
+from gotrace.render.leaks import site
 
 BAR_WIDTH = 40
 MAX_SITES = 10

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from gotrace.environment import require_tracing
 from gotrace.errors import GotraceError
+from gotrace.live.environment import require_tracing
 from tests.gobuild import build_go
 from tests.integration.goleaky import GO_LEAKY_SRC
 

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from gotrace.allgs import GoroutineReader
 from gotrace.binary.allgs import AllgsAddrs, decode_allgadd, find_allgs, from_symbols
 from gotrace.binary.buildinfo import parse_go_version, read_build_info
 from gotrace.binary.elf import ElfImage
@@ -17,7 +16,16 @@ from gotrace.binary.offsets import GOffsets, dwarf_offsets, table_offsets
 from gotrace.binary.pclntab import Pclntab
 from gotrace.commands.dump import SHORT, SHOWN, SYSTEM, UNKNOWN_WAIT, selected
 from gotrace.errors import BadInput
-from gotrace.gstate import G_DEAD, G_DEADEXTRA, G_RUNNING, G_SYSCALL, G_WAITING, read_g, unwind
+from gotrace.live.goroutines import (
+    G_DEAD,
+    G_DEADEXTRA,
+    G_RUNNING,
+    G_SYSCALL,
+    G_WAITING,
+    GoroutineReader,
+    read_g,
+    unwind,
+)
 from tests.gobuild import GO_VERSIONS, GoBuild, build_go
 from tests.integration.goleaky import GO_LEAKY_SRC
 

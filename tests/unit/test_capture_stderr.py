@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from gotrace.tracer import capture_stderr
+from gotrace.live.tracer import capture_stderr
 
 
 def test_writes_to_fd2_are_captured_not_shown(capfd: pytest.CaptureFixture[str]) -> None:

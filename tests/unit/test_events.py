@@ -6,11 +6,11 @@ import io
 import json
 import struct
 
+from gotrace.analysis.livestats import SiteSymbols
 from gotrace.binary.pclntab import Frame
-from gotrace.bpfdefs import const
-from gotrace.events import EVENT, Event, Kind, parse_records
-from gotrace.livestats import SiteSymbols
-from gotrace.render.eventjson import EventJsonWriter
+from gotrace.live.bpfdefs import const
+from gotrace.live.ringbuf import EVENT, Event, Kind, parse_records
+from gotrace.render.events import EventJsonWriter
 
 BUSY, DISCARD = 1 << 31, 1 << 30
 
@@ -81,7 +81,7 @@ def test_ring_reader_on_a_fake_ring() -> None:
     import mmap
     import os
 
-    from gotrace.events import RingReader
+    from gotrace.live.ringbuf import RingReader
 
     page, size = mmap.PAGESIZE, 4 * mmap.PAGESIZE
     fd = os.memfd_create("fake-ring")

@@ -7,8 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from gotrace.binary.pclntab import Frame
-from gotrace.histogram import (
+from gotrace.analysis.histogram import (
     HK_LIFETIME,
     HK_PARK,
     HistReport,
@@ -18,6 +17,7 @@ from gotrace.histogram import (
     slot_bounds_ns,
     slot_of_ns,
 )
+from gotrace.binary.pclntab import Frame
 from gotrace.render.hist import HistRenderer, format_ns
 
 MS = 1_000_000

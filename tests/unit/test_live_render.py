@@ -15,10 +15,10 @@ from typing import Any
 
 from rich.console import Console
 
+from gotrace.analysis.livestats import LiveSnapshot, LiveStats, SiteSymbols
 from gotrace.binary.pclntab import Frame
-from gotrace.events import Event, Kind, StreamCounters
-from gotrace.livestats import LiveSnapshot, LiveStats, SiteSymbols
-from gotrace.render.live import LiveRenderer, sparkline
+from gotrace.live.ringbuf import Event, Kind, StreamCounters
+from gotrace.render.screen import LiveRenderer, sparkline
 
 DATA = Path(__file__).parent / "data"
 WIDTH = 100

@@ -9,8 +9,8 @@ from rich.console import Console
 
 from gotrace.binary.pclntab import Frame
 from gotrace.model import Counters, Report, Suspect
-from gotrace.render.jsonl import JsonRenderer
-from gotrace.render.table import TableRenderer
+from gotrace.render.json import JsonRenderer
+from gotrace.render.leaks import TableRenderer
 
 SPAWN = Frame("main.(*Server).spawnWorkersForTheQueue", "/src/app/server.go", 120)
 WAIT = Frame("main.(*Server).worker", "/src/app/server.go", 141)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from gotrace.analysis.suspects import Verdict, find_suspects, is_system, wait_site
 from gotrace.binary.pclntab import Frame
 from gotrace.model import GoroutineRecord
-from gotrace.report import Verdict, find_suspects, is_system, wait_site
 
 S = 1_000_000_000
 GOROOT = "/usr/lib/go"

@@ -15,7 +15,7 @@ import time
 
 from gotrace.commands.attach import open_target
 from gotrace.commands.tail import TailOptions, TailSession
-from gotrace.events import Kind
+from gotrace.live.ringbuf import Kind
 from tests.gobuild import build_go
 from tests.integration.lifetimes import LIFETIMES_SRC, Lifetimes
 

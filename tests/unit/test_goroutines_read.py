@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from gotrace.binary.offsets import table_offsets
-from gotrace.gstate import G_WAITING, GSnapshot, read_g, unwind_parked
+from gotrace.live.goroutines import G_WAITING, GSnapshot, read_g, unwind_parked
 
 LO, HI = 0xC000100000, 0xC000108000
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from gotrace.binary.gobinary import GoBinary
 from gotrace.errors import BadInput
-from gotrace.gstate import (
+from gotrace.live.goroutines import (
     G_COPYSTACK,
     G_IDLE,
     G_LEAKED,

@@ -1,7 +1,7 @@
 """The live screen of `gotrace tail`: one rich renderable per refresh, from a LiveSnapshot.
 
-It only formats: the figures come from gotrace.livestats, so tests render recorded data at a
-fixed width without BPF.
+It only formats: the figures come from gotrace.analysis.livestats, so tests render recorded
+data at a fixed width without BPF.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from gotrace.analysis.livestats import LiveSnapshot, SiteRow
 from gotrace.binary.pclntab import Frame
 from gotrace.durations import format_duration
-from gotrace.events import Kind
-from gotrace.livestats import LiveSnapshot, SiteRow
-from gotrace.render.table import parked_groups_table, site
+from gotrace.live.ringbuf import Kind
+from gotrace.render.leaks import parked_groups_table, site
 
 SPARKS = "▁▂▃▄▅▆▇█"
 

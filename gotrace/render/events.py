@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
+from gotrace.analysis.livestats import SiteSymbols
 from gotrace.binary.pclntab import Frame
-from gotrace.events import Event, Kind
-from gotrace.livestats import SiteSymbols
+from gotrace.live.ringbuf import Event, Kind
 from gotrace.model import frame_json
 
 CREATE, EXIT, PARK, WAKE = Kind.CREATE, Kind.EXIT, Kind.PARK, Kind.WAKE

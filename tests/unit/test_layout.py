@@ -8,8 +8,8 @@ import pytest
 
 from gotrace.binary.gobinary import GoBinary
 from gotrace.errors import BadInput
-from gotrace.gstate import G_RUNNABLE, G_RUNNING, G_SYSCALL, G_WAITING, GSnapshot
-from gotrace.validate import check_layout
+from gotrace.live.goroutines import G_RUNNABLE, G_RUNNING, G_SYSCALL, G_WAITING, GSnapshot
+from gotrace.live.layout import check_layout
 from tests.gobuild import GoBuild
 
 

@@ -6,14 +6,17 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from gotrace.errors import CannotTrace
+
 
 def bpf_dir() -> Path:
     """bpf/ beside the package in a checkout, gotrace/_bpf in an installed wheel."""
-    here = Path(__file__).resolve().parent
-    for cand in (here / "_bpf", here.parent / "bpf"):
+    package = Path(__file__).resolve().parents[1]
+    for cand in (package / "_bpf", package.parent / "bpf"):
         if (cand / "gotrace.h").exists():
             return cand
-    raise FileNotFoundError("gotrace's BPF sources (gotrace.h) are missing from the install")
+    raise CannotTrace(f"gotrace's BPF sources (gotrace.h) are missing from the install at "
+                      f"{package}: reinstall gotrace (sudo scripts/setup in a checkout)")
 
 
 @lru_cache(maxsize=1)

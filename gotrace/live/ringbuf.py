@@ -22,9 +22,9 @@ from typing import NamedTuple
 
 from gotrace.binary import codemap
 from gotrace.binary.gobinary import GoBinary
-from gotrace.bpfdefs import const
-from gotrace.process import Target
-from gotrace.tracer import Tracer
+from gotrace.live.bpfdefs import const
+from gotrace.live.process import Target
+from gotrace.live.tracer import Tracer
 
 
 class Kind(IntEnum):

@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 
 from gotrace.binary.gobinary import GoBinary
 from gotrace.binary.pclntab import Frame
-from gotrace.bpfdefs import const
-from gotrace.events import parent_cflags
+from gotrace.live.bpfdefs import const
+from gotrace.live.process import Target
+from gotrace.live.ringbuf import parent_cflags
+from gotrace.live.tracer import Tracer
 from gotrace.model import frame_json
-from gotrace.process import Target
-from gotrace.tracer import Tracer
 
 HK_LIFETIME = const("HK_LIFETIME")
 HK_PARK = const("HK_PARK")

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gotrace.binary.gobinary import GoBinary, Hook
-from gotrace.bpfdefs import bpf_dir, const
 from gotrace.errors import CannotTrace
+from gotrace.live.bpfdefs import bpf_dir, const
+from gotrace.live.process import Target
 from gotrace.model import Counters, GoroutineRecord
-from gotrace.process import Target
 
 DEFAULT_MAX_GOROUTINES = 131072
 BPF_NOEXIST = 1  # bpf_map_update_elem flag: create only

@@ -13,9 +13,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from gotrace.analysis.suspects import wait_site
 from gotrace.binary.pclntab import Frame
-from gotrace.events import Event, Kind, StreamCounters
-from gotrace.report import wait_site
+from gotrace.live.ringbuf import Event, Kind, StreamCounters
 
 RATE_WINDOW_NS = 2_000_000_000  # rates are averaged over the last 2 s
 GROWTH_WINDOW_NS = 10_000_000_000  # growth: created minus exited over the last 10 s
