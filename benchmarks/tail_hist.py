@@ -198,13 +198,12 @@ def bpf_runtime(exe: str, seconds: float) -> list[dict[str, Any]]:
     the same for every build. Needs kernel.bpf_stats_enabled, switched on for the run only.
     """
     sys.path.insert(0, str(ROOT))
-    from gotrace.analysis.histogram import HistTracer
-    from gotrace.commands.attach import load_bias, open_target
-    from gotrace.live.ringbuf import EventTracer, Kind
-    from gotrace.live.tracer import Tracer
+    from gotrace.commands.common import open_target
+    from gotrace.live.tracer import EventTracer, HistTracer, LeakTracer
+    from gotrace.model import Kind
 
     builds: dict[str, Any] = {
-        "attach (default build)": lambda gb, tg, bias: Tracer(gb, tg),
+        "attach (default build)": lambda gb, tg, bias: LeakTracer(gb, tg, create_stack_every=64),
         "hist": lambda gb, tg, bias: HistTracer(gb, tg, by_site=False),
         "hist --by site": lambda gb, tg, bias: HistTracer(gb, tg, by_site=True),
         "tail": lambda gb, tg, bias: EventTracer(gb, tg, bias=bias, kinds=list(Kind)),
@@ -220,7 +219,7 @@ def bpf_runtime(exe: str, seconds: float) -> list[dict[str, Any]]:
             for build, make in builds.items():
                 t = Target(exe, workload, seconds)
                 target, gb = open_target(t.pid)
-                tr = make(gb, target, load_bias(target, gb))
+                tr = make(gb, target, target.load_bias(gb.img))
                 tr.attach()
                 done = threading.Event()
 

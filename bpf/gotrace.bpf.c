@@ -11,19 +11,19 @@
  *                  with HIST_BY_SITE (0/1) and HIST_ENTRIES.
  *   G_M_OFF, M_CURG_OFF: the creator's goid on Go < 1.21 (g0.m.curg at the create hook).
  *
- * Hooks (placed by gotrace/binary/gobinary.py (choose_hooks) on instructions the kernel emulates):
+ * Hooks (chosen by choose_hooks in gotrace/binary/gobinary.py, on emulated instructions):
  *   on_create_rbx  the `call runqput` in newproc.func1: RBX = the new g, fully initialised
  *   on_create_rax  fallback: every RET of newproc1, RAX = the new g (never a uretprobe)
  *   on_exit        goexit1, R14 = the exiting g
  *   on_park        gopark, R14 = the parking g, CL = wait reason
- *   on_run         execute, RAX = the g about to run (sees every wake-up path: ready,
+ *   on_wake        execute, RAX = the g about to run (sees every wake-up path: ready,
  *                  netpoll, injectglist, GC workers... they all end in execute)
  */
 #include <uapi/linux/ptrace.h>
 #include "gotrace.h"
 
 #ifndef MAX_GOROUTINES
-#define MAX_GOROUTINES 131072
+#define MAX_GOROUTINES DEFAULT_MAX_GOROUTINES
 #endif
 #ifndef STACK_ENTRIES
 #define STACK_ENTRIES 16384
@@ -50,7 +50,7 @@
 #define HIST 0
 #endif
 
-BPF_HASH(goroutines, u64, struct gstate, MAX_GOROUTINES);
+BPF_HASH(goroutines, u64, struct goroutine_record, MAX_GOROUTINES);
 #if CREATE_STACKS || PARK_STACKS
 BPF_STACK_TRACE(stacks, STACK_ENTRIES);
 #endif
@@ -73,7 +73,7 @@ static __always_inline int read_u64(u64 addr, u64 *out)
 }
 
 /* Creation facts live in the g itself, so a goroutine first seen at a park still gets them. */
-static __always_inline void fill_from_g(struct gstate *s, u64 g)
+static __always_inline void fill_from_g(struct goroutine_record *s, u64 g)
 {
     s->gaddr = g;
     read_u64(g + G_GOPC_OFF, &s->gopc);
@@ -136,7 +136,7 @@ BPF_HASH(match_gopc, u64, u8, MATCH_ENTRIES);
 BPF_HASH(match_start, u64, u8, MATCH_ENTRIES);
 #endif
 
-static __always_inline int selected(struct gstate *s)
+static __always_inline int selected(struct goroutine_record *s)
 {
 #if MATCH
     return match_gopc.lookup(&s->gopc) != 0 || match_start.lookup(&s->startpc) != 0;
@@ -145,7 +145,7 @@ static __always_inline int selected(struct gstate *s)
 #endif
 }
 
-static __always_inline void emit_full(u32 type, u64 now, u64 goid, struct gstate *s, u64 pc,
+static __always_inline void emit_full(u32 type, u64 now, u64 goid, struct goroutine_record *s, u64 pc,
                                       u64 duration)
 {
     struct event *e = events.ringbuf_reserve(sizeof(struct event));
@@ -163,7 +163,6 @@ static __always_inline void emit_full(u32 type, u64 now, u64 goid, struct gstate
     e->wait_reason = s->wait_reason;
     /* No wake-up: the reader polls on a timer, so producers never pay for one. */
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-    count(CTR_EMITTED);
 }
 
 #define emit(type, now, goid, s, pc, duration)                                                \
@@ -224,7 +223,7 @@ static __always_inline u64 parked_at(struct pt_regs *ctx)
     return std ? std : first;
 }
 
-static __always_inline void emit_park(struct pt_regs *ctx, u64 now, u64 goid, struct gstate *s)
+static __always_inline void emit_park(struct pt_regs *ctx, u64 now, u64 goid, struct goroutine_record *s)
 {
     if (EVENT_MASK & (1 << EV_PARK))
         emit_full(EV_PARK, now, goid, s, parked_at(ctx), 0);
@@ -276,7 +275,7 @@ static __always_inline void hist_add(u32 kind, u64 site, u32 reason, u64 ns)
 
 /* The creator's goid where g has no parentGoid (Go < 1.21): the hook runs on g0 inside
  * systemstack, and g0.m.curg is still the goroutine executing the go statement. */
-static __always_inline void creator_goid(struct pt_regs *ctx, struct gstate *s)
+static __always_inline void creator_goid(struct pt_regs *ctx, struct goroutine_record *s)
 {
 #if !defined(G_PARENT_GOID_OFF) && defined(G_M_OFF) && defined(M_CURG_OFF)
     u64 m, curg;
@@ -295,10 +294,8 @@ BPF_TABLE("lru_hash", u64, struct site_stack, site_stacks, SITE_ENTRIES);
 static __always_inline int creation_stack(struct pt_regs *ctx, u64 gopc)
 {
     struct site_stack *ss = site_stacks.lookup(&gopc);
-    if (ss && ss->stack_id >= 0 && (++ss->seen & (CREATE_STACK_EVERY - 1)) != 0) {
-        count(CTR_STACKS_REUSED);
+    if (ss && ss->stack_id >= 0 && (++ss->seen & (CREATE_STACK_EVERY - 1)) != 0)
         return ss->stack_id;
-    }
     struct site_stack fresh = {.stack_id = capture_stack(ctx), .seen = ss ? ss->seen : 1};
     site_stacks.update(&gopc, &fresh);
     return fresh.stack_id;
@@ -312,7 +309,7 @@ static __always_inline int creation_stack(struct pt_regs *ctx, u64 gopc)
 
 /* goid and the creation facts of a new g. With G_SPAN_LO/LEN (one span of g holding them all)
  * that is one bpf_probe_read_user instead of four on the hottest probe. */
-static __always_inline int read_creation(u64 g, u64 *goid, struct gstate *s)
+static __always_inline int read_creation(u64 g, u64 *goid, struct goroutine_record *s)
 {
 #ifdef G_SPAN_LEN
     u8 span[G_SPAN_LEN];
@@ -341,7 +338,7 @@ static __always_inline int read_creation(u64 g, u64 *goid, struct gstate *s)
 static __always_inline int created(struct pt_regs *ctx, u64 g)
 {
     u64 goid;
-    struct gstate s = {};
+    struct goroutine_record s = {};
     if (read_creation(g, &goid, &s))
         return 0;
     creator_goid(ctx, &s);
@@ -374,7 +371,7 @@ int on_exit(struct pt_regs *ctx)
         return 0;
 #if EMIT_EVENTS || HIST
     u64 now = bpf_ktime_get_ns();
-    struct gstate *s = goroutines.lookup(&goid);
+    struct goroutine_record *s = goroutines.lookup(&goid);
 #if HIST
     if (s && s->created_ns)
         hist_add(HK_LIFETIME, s->gopc, 0, now - s->created_ns);
@@ -385,7 +382,7 @@ int on_exit(struct pt_regs *ctx)
             emit(EV_EXIT, now, goid, s, 0, s->created_ns ? now - s->created_ns : 0);
     } else {
         /* Created before attach and never seen parked: its facts are still in its g. */
-        struct gstate fresh = {};
+        struct goroutine_record fresh = {};
         fill_from_g(&fresh, ctx->r14);
         if (selected(&fresh))
             emit(EV_EXIT, now, goid, &fresh, 0, 0);
@@ -397,7 +394,7 @@ int on_exit(struct pt_regs *ctx)
     return 0;
 }
 
-static __always_inline void mark_parked(struct pt_regs *ctx, struct gstate *s, u64 now)
+static __always_inline void mark_parked(struct pt_regs *ctx, struct goroutine_record *s, u64 now)
 {
     s->parked_ns = now;
     s->wait_reason = ctx->cx & 0xff;
@@ -414,7 +411,7 @@ int on_park(struct pt_regs *ctx)
     if (read_u64(g + G_GOID_OFF, &goid))
         return 0;
     u64 now = bpf_ktime_get_ns();
-    struct gstate *s = goroutines.lookup(&goid);
+    struct goroutine_record *s = goroutines.lookup(&goid);
     if (s) {
         mark_parked(ctx, s, now);
 #if EMIT_EVENTS
@@ -423,7 +420,7 @@ int on_park(struct pt_regs *ctx)
 #endif
     } else {
         /* Created before attach: learn it now. */
-        struct gstate fresh = {};
+        struct goroutine_record fresh = {};
         fill_from_g(&fresh, g);
         mark_parked(ctx, &fresh, now);
 #if EMIT_EVENTS
@@ -437,16 +434,16 @@ int on_park(struct pt_regs *ctx)
             emit_park(ctx, now, goid, &fresh);
 #endif
     }
-    count(CTR_PARKED);
+    count(CTR_PARKS);
     return 0;
 }
 
-int on_run(struct pt_regs *ctx)
+int on_wake(struct pt_regs *ctx)
 {
     u64 goid;
     if (read_u64(ctx->ax + G_GOID_OFF, &goid))
         return 0;
-    struct gstate *s = goroutines.lookup(&goid);
+    struct goroutine_record *s = goroutines.lookup(&goid);
     if (s && s->parked_ns) {
 #if EMIT_EVENTS || HIST
         u64 now = bpf_ktime_get_ns();
@@ -460,7 +457,7 @@ int on_run(struct pt_regs *ctx)
 #endif
         s->parked_ns = 0;
         s->flags &= ~GF_PARKED;
-        count(CTR_RUN);
+        count(CTR_WAKES);
     }
     return 0;
 }

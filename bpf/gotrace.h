@@ -7,29 +7,30 @@
 #ifndef GOTRACE_H
 #define GOTRACE_H
 
+/* Entries of the goroutine table unless MAX_GOROUTINES says otherwise (--max-goroutines). */
+#define DEFAULT_MAX_GOROUTINES 131072
+
 /* Indices into the per-CPU array "counters". */
 #define CTR_CREATED 0         /* goroutines created while attached */
 #define CTR_EXITED 1          /* goroutines that exited while attached */
-#define CTR_PARKED 2          /* gopark calls */
-#define CTR_RUN 3             /* parked goroutines seen running again (execute) */
+#define CTR_PARKS 2           /* gopark calls */
+#define CTR_WAKES 3           /* parked goroutines seen running again (execute) */
 #define CTR_LOST_TABLE_FULL 4 /* goroutine records not stored: the table was full */
 #define CTR_LOST_STACK 5      /* stacks not captured (stack map full or collision) */
 #define CTR_LOST_READ 6       /* target memory the probe could not read */
 #define CTR_LOST_RINGBUF 7    /* events not sent: the ring buffer was full (EMIT_EVENTS) */
 #define CTR_LOST_HIST 8       /* samples not counted: the histogram map was full (HIST) */
-#define CTR_EMITTED 9         /* events sent to the ring buffer (EMIT_EVENTS) */
-#define CTR_STACKS_REUSED 10  /* creation stacks reused from the go statement's last walk */
-#define NR_COUNTERS 12
+#define NR_COUNTERS 9
 
-/* struct gstate.flags */
+/* struct goroutine_record.flags */
 #define GF_SEEN_CREATE 1 /* created while attached: the creation stack is complete */
 #define GF_PARKED 2      /* parked (gopark) and not seen running since */
 #define GF_MATCH 4       /* selected by tail --match (EMIT_EVENTS with MATCH) */
 
 #define NO_STACK -1
 
-/* One live goroutine, keyed by goid (never by g address: g structs are reused). */
-struct gstate {
+/* One live goroutine (GoroutineRecord in Python), keyed by goid (never by g address: g structs are reused). */
+struct goroutine_record {
     __u64 gaddr;       /* address of its runtime.g */
     __u64 created_ns;  /* bpf_ktime_get_ns() at creation; 0 when created before attach */
     __u64 parked_ns;   /* when it last parked; 0 while runnable or running */

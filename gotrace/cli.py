@@ -13,6 +13,7 @@ import click
 from gotrace import __version__
 from gotrace.durations import parse_duration
 from gotrace.errors import EXIT_BAD_INPUT, GotraceError
+from gotrace.live.bpfdefs import DEFAULT_MAX_GOROUTINES
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -32,6 +33,11 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 
 DURATION = Duration()
+
+max_goroutines_option = click.option(
+    "--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024),
+    default=DEFAULT_MAX_GOROUTINES, show_default=True,
+    help="Size of the goroutine table in the kernel (and of tail's screen).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,8 +59,7 @@ def cli() -> None:
               help="Stop after this long (default: until Ctrl-C, SIGTERM or the target exits).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per report on stdout.")
 @click.option("--stacks", is_flag=True, help="Show the creation and parked stacks of each group.")
-@click.option("--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024), default=131072,
-              show_default=True, help="Size of the in-kernel goroutine table.")
+@max_goroutines_option
 @click.option("--park-stacks", type=click.Choice(["memory", "bpf"]), default="memory",
               show_default=True,
               help="Where parked stacks come from: read from the target's memory for suspects "
@@ -119,8 +124,7 @@ def doctor(pid: int | None) -> None:
                    "function matches; filtered in BPF.")
 @click.option("--duration", type=DURATION, default=None,
               help="Stop after this long (default: until Ctrl-C, SIGTERM or the target exits).")
-@click.option("--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024), default=131072,
-              show_default=True, help="Size of the goroutine tables (kernel and screen).")
+@max_goroutines_option
 @click.option("--ring-mb", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Size of the ring buffer that carries events to gotrace (rounded down to a "
                    "power of two).")
@@ -144,8 +148,7 @@ def tail(pid: int, as_json: bool, events: str, match: str | None, duration: floa
 @click.option("--by", type=click.Choice(["reason", "site"]), default="reason", show_default=True,
               help="Park times per wait reason, or everything split by go statement too.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@click.option("--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024), default=131072,
-              show_default=True, help="Size of the in-kernel goroutine table.")
+@max_goroutines_option
 def hist(pid: int, duration: float, by: str, as_json: bool, max_goroutines: int) -> None:
     """Histograms of goroutine lifetimes and park times of PID, counted in the kernel.
 

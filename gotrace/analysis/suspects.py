@@ -6,24 +6,14 @@ is unit tested with synthetic records and no kernel.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Protocol
 
 from gotrace.binary.pclntab import Frame
+from gotrace.frames import Symbols, is_system, parked_at
 from gotrace.model import GoroutineRecord, Suspect
 
 MAX_GOIDS = 10
-UNKNOWN = Frame("?", "?", 0)
-
-
-class Symbolizer(Protocol):
-    goroot: str | None
-
-    def frames(self, pc: int, *, is_return_address: bool) -> list[Frame]: ...
-
-    def function(self, pc: int) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -45,62 +35,15 @@ class Outcome:
     unverified: int
 
 
-class StackCleaner:
-    """Turns raw PCs into frames once per distinct stack (goroutines of a leak share stacks)."""
-
-    def __init__(self, sym: Symbolizer) -> None:
-        self.sym = sym
-        self.creation = lru_cache(maxsize=4096)(self._creation)
-        self.parked = lru_cache(maxsize=4096)(self._parked)
-
-    def _expand(self, pcs: Iterable[int], first_is_return: bool = True) -> list[Frame]:
-        out: list[Frame] = []
-        for i, pc in enumerate(pcs):
-            out.extend(self.sym.frames(pc, is_return_address=first_is_return or i > 0))
-        return [f for f in out if f.function != "runtime.goexit"]
-
-    def _creation(self, gopc: int, stack: tuple[int, ...]) -> tuple[Frame, ...]:
-        """The go statement, then its callers: the stack is cut where it reaches gopc."""
-        head = self.sym.frames(gopc, is_return_address=True) or [UNKNOWN]
-        try:
-            rest = stack[stack.index(gopc) + 1 :]
-        except ValueError:
-            rest = ()
-        return tuple(head + self._expand(rest))
-
-    def _parked(self, stack: tuple[int, ...], leaf_is_return: bool) -> tuple[Frame, ...]:
-        return tuple(self._expand(stack, first_is_return=leaf_is_return))
-
-
-def wait_site(frames: Sequence[Frame], goroot: str | None) -> Frame | None:
-    """The frame users care about: the first one in their code, else the first outside runtime."""
-    if goroot:
-        prefix = goroot.rstrip("/") + "/"
-        for f in frames:
-            if not f.file.startswith(prefix) and not f.function.startswith("runtime."):
-                return f
-    for f in frames:
-        if not f.function.startswith(("runtime.", "internal/")):
-            return f
-    return frames[0] if frames else None
-
-
-def is_system(start_function: str) -> bool:
-    """Go's own rule (isSystemGoroutine): runtime goroutines other than main are the runtime's."""
-    return start_function.startswith("runtime.") and start_function != "runtime.main"
-
-
 def find_suspects(
     records: Iterable[GoroutineRecord],
     *,
     now_ns: int,
     threshold_ns: int,
-    sym: Symbolizer,
+    sym: Symbols,
     reason_name: Callable[[int], str],
     verify: Verifier | None = None,
-    cleaner: StackCleaner | None = None,
 ) -> Outcome:
-    cleaner = cleaner or StackCleaner(sym)
     groups: dict[tuple[Frame, str, Frame | None], list[tuple[GoroutineRecord, list[Frame]]]] = {}
     hidden = gone = unverified = 0
     meta: dict[tuple[Frame, str, Frame | None], tuple[tuple[Frame, ...], str]] = {}
@@ -120,14 +63,14 @@ def find_suspects(
         if rec.park_stack:
             pcs = (rec.park_stack[0], rec.park_caller, *rec.park_stack[1:]) if rec.park_caller \
                 else tuple(rec.park_stack)
-            parked = list(cleaner.parked(pcs, False))
+            parked = list(sym.stack(pcs, False))
         elif verdict.stack:
-            parked = list(cleaner.parked(verdict.stack, True))
+            parked = list(sym.stack(verdict.stack))
         else:
             parked = []
-        creation = cleaner.creation(rec.gopc, tuple(rec.create_stack))
+        creation = sym.creation_stack(rec.gopc, tuple(rec.create_stack))
         reason = reason_name(rec.wait_reason)
-        site = wait_site(parked, sym.goroot)
+        site = parked_at(parked, sym.goroot)
         key = (creation[0], reason, site)
         groups.setdefault(key, []).append((rec, parked))
         if key not in meta or len(creation) > len(meta[key][0]):

@@ -24,7 +24,7 @@ from gotrace.errors import BadInput
 class Hook:
     """One uprobe: which runtime event, where, and why there."""
 
-    event: str  # create | exit | park | run
+    event: str  # create | exit | park | wake
     bpf_fn: str
     func: str
     addr: int  # link-time virtual address of the probed instruction
@@ -122,7 +122,7 @@ def choose_hooks(gb: GoBinary) -> list[Hook]:
     for event, bpf_fn, name in (
         ("park", "on_park", "runtime.gopark"),
         ("exit", "on_exit", "runtime.goexit1"),
-        ("run", "on_run", "runtime.execute"),
+        ("wake", "on_wake", "runtime.execute"),
     ):
         f = gb.func(name)
         p = disasm.entry_probe(gb.img, f.entry, f.end)

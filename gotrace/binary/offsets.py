@@ -36,6 +36,7 @@ class GOffsets:
     syscallpc: int | None = None
     syscallbp: int | None = None  # Go 1.23+
     waitsince: int | None = None
+    tracking_seq: int | None = None  # uint8, +1 at every transition out of _Grunning
 
     def as_cflags(self) -> list[str]:
         flags = [
@@ -63,7 +64,7 @@ def _row(status: int, goid: int, wr: int, gopc: int, parent: int | None, startpc
                     parent_goid=parent, sched_sp=56, sched_pc=64, sched_bp=bp)
 
 
-# minor -> offsets; go-runtime.md §3.1
+# minor -> offsets; docs/go-runtime.md
 TABLE: dict[int, GOffsets] = {
     19: _row(144, 152, 176, 296, None, 312, 104),
     20: _row(144, 152, 176, 296, None, 312, 104),
@@ -77,25 +78,26 @@ TABLE: dict[int, GOffsets] = {
 }
 
 
-# minor -> (syscallsp, syscallpc, syscallbp, waitsince); go-runtime.md §3.1
-SYSCALL_TABLE: dict[int, tuple[int, int, int | None, int]] = {
-    19: (112, 120, None, 168),
-    20: (112, 120, None, 168),
-    21: (112, 120, None, 168),
-    22: (112, 120, None, 168),
-    23: (112, 120, 128, 176),
-    24: (112, 120, 128, 176),
-    25: (104, 112, 120, 168),
-    26: (104, 112, 120, 168),
-    27: (104, 112, 120, 168),
+# minor -> (syscallsp, syscallpc, syscallbp, waitsince, trackingSeq); docs/go-runtime.md.
+# 1.20 has 1.19's layout (its changes kept every offset).
+SYSCALL_TABLE: dict[int, tuple[int, int, int | None, int, int]] = {
+    19: (112, 120, None, 168, 189),
+    20: (112, 120, None, 168, 189),
+    21: (112, 120, None, 168, 188),
+    22: (112, 120, None, 168, 191),
+    23: (112, 120, 128, 176, 199),
+    24: (112, 120, 128, 176, 199),
+    25: (104, 112, 120, 168, 191),
+    26: (104, 112, 120, 168, 191),
+    27: (104, 112, 120, 168, 191),
 }
 
 
 def table_offsets(minor: int) -> GOffsets:
     try:
-        sp, pc, bp, since = SYSCALL_TABLE[minor]
+        sp, pc, bp, since, seq = SYSCALL_TABLE[minor]
         return replace(TABLE[minor], source=f"built-in table for go1.{minor}", syscallsp=sp,
-                       syscallpc=pc, syscallbp=bp, waitsince=since)
+                       syscallpc=pc, syscallbp=bp, waitsince=since, tracking_seq=seq)
     except KeyError:
         raise BadInput(
             f"go1.{minor} is not supported: gotrace knows the runtime of Go 1.19 to 1.27"
@@ -133,6 +135,12 @@ def dwarf_offsets(img: ElfImage) -> GOffsets | None:
             syscallpc=g.get("syscallpc"),
             syscallbp=g.get("syscallbp"),
             waitsince=g.get("waitsince"),
+            tracking_seq=g.get("trackingSeq"),
         )
     except KeyError as e:
         raise BadInput(f"{img.name}: runtime.g in DWARF lacks field {e}") from None
+
+
+# runtime.m.curg (the goroutine an M runs), in the releases without g.parentGoid (Go 1.19 and
+# 1.20): there the creator's goid is read as g0.m.curg.goid at the create hook (docs/go-runtime.md).
+M_CURG = 192

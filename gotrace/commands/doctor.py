@@ -11,9 +11,10 @@ from __future__ import annotations
 from rich.console import Console
 
 from gotrace.binary import cache
+from gotrace.commands.common import open_target
 from gotrace.errors import EXIT_ENVIRONMENT, GotraceError
 from gotrace.live.environment import tracing_checks
-from gotrace.live.tracer import ATTACH_EVENTS
+from gotrace.live.tracer import LeakTracer
 
 _MARKS = {"ok": "[green]OK  [/]", "fail": "[red]FAIL[/]", "warn": "[yellow]WARN[/]",
           "slow": "[yellow]SLOW[/]"}
@@ -47,8 +48,6 @@ def run(pid: int | None) -> int:
 
 
 def target_lines(line: Lines, pid: int) -> None:
-    from gotrace.commands.attach import load_bias, open_target
-
     target, gb = open_target(pid)
     img = gb.img
     line("ok", "target", f"PID {pid}: {target.exe_display}")
@@ -73,7 +72,7 @@ def target_lines(line: Lines, pid: int) -> None:
     missing = [n for n, has in ((".symtab", img.has_symtab), ("DWARF", img.has_dwarf)) if not has]
     kind.append(f"stripped (no {' or '.join(missing)})" if len(missing) == 2
                 else f"no {missing[0]}" if missing else "symbols and DWARF")
-    line("ok", "binary", f"{', '.join(kind)}; load bias {load_bias(target, gb):#x}")
+    line("ok", "binary", f"{', '.join(kind)}; load bias {target.load_bias(gb.img):#x}")
     line("ok", "symbols", f"{len(gb.pcln.functions()):,} functions, files, lines and inlined "
          "frames from .gopclntab" + ("" if img.has_symtab else " (no .symtab needed)"))
     o = gb.offsets
@@ -87,7 +86,7 @@ def target_lines(line: Lines, pid: int) -> None:
     for h in gb.hooks:
         f = gb.pcln.func_at(h.addr)
         where = f"{f.name}+{h.addr - f.entry:#x}" if f else f"{h.addr:#x}"
-        used_by = " (tail and hist only)" if h.event not in ATTACH_EVENTS else ""
+        used_by = " (tail and hist only)" if h.event not in LeakTracer.events else ""
         line("ok" if h.emulated else "slow", f"hook {h.event}", f"{where}: {h.why}{used_by}",
              "" if h.emulated else "none needed, but this probe is single-stepped (~10x the "
              "cost of the others); a build without PGO (-pgo=off) gets the cheap one")

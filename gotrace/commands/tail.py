@@ -14,18 +14,21 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from gotrace.analysis.livestats import LiveStats, SiteSymbols
+from gotrace.analysis.livestats import LiveStats
 from gotrace.binary import codemap
 from gotrace.binary.gobinary import GoBinary
-from gotrace.commands.attach import StopSignal, load_bias, open_target
+from gotrace.commands.common import StopSignal, banner, open_target, run_until, stderr_console
 from gotrace.durations import format_duration
 from gotrace.errors import BadInput
-from gotrace.frames import ProcessSymbolizer
+from gotrace.frames import Symbols
+from gotrace.live.bpfdefs import DEFAULT_MAX_GOROUTINES
 from gotrace.live.environment import require_tracing
 from gotrace.live.process import Target
-from gotrace.live.ringbuf import Event, EventTracer, Kind, RingReader, StreamCounters
+from gotrace.live.ringbuf import RingReader
+from gotrace.live.tracer import EventTracer
+from gotrace.model import Counters, Event, Kind
 from gotrace.render.events import EventJsonWriter
-from gotrace.render.screen import LiveRenderer
+from gotrace.render.screen import ScreenRenderer
 
 POLL_S = 0.05  # the reader wakes up this often (producers never wake it)
 REFRESH_S = 0.5  # the live screen, twice a second
@@ -40,7 +43,7 @@ class TailOptions:
     kinds: frozenset[Kind] = field(default_factory=lambda: frozenset(Kind))
     match: str | None = None
     duration_s: float | None = None
-    max_goroutines: int = 131072
+    max_goroutines: int = DEFAULT_MAX_GOROUTINES
     ring_mb: int = 32
 
 
@@ -73,7 +76,7 @@ class TailSession:
         self.opts = opts
         self.target = target
         self.gb = gb
-        self.bias = load_bias(target, gb)
+        self.bias = target.load_bias(gb.img)
         selection = None
         if opts.match is not None:
             selection = codemap.select(gb.pcln, gb.img.read, compile_match(opts.match))
@@ -83,10 +86,10 @@ class TailSession:
         self.tracer = EventTracer(gb, target, bias=self.bias, kinds=opts.kinds,
                                   selection=selection, ring_pages=ring_pages(opts.ring_mb),
                                   max_goroutines=opts.max_goroutines)
-        sym = ProcessSymbolizer(gb.pcln, self.bias)
-        self.symbols = SiteSymbols(lambda pc: sym.frames(pc, is_return_address=True), sym.goroot)
+        self.symbols = Symbols(gb.pcln, self.bias)
         self.start_ns = time.monotonic_ns()
         self.received = 0
+        self.stats: LiveStats | None = None  # the screen's figures (not with --json)
 
     @property
     def reader(self) -> RingReader:
@@ -98,8 +101,12 @@ class TailSession:
         self.received += len(events)
         return events
 
-    def counters(self) -> StreamCounters:
-        return self.tracer.stream_counters()
+    def counters(self) -> Counters:
+        """The tracer's counters, plus what the screen's own table had no room for."""
+        out = self.tracer.counters()
+        if self.stats is not None:
+            out.lost.screen_table_full = self.stats.dropped
+        return out
 
 
 def _stdout_gone() -> None:
@@ -115,7 +122,7 @@ def run(opts: TailOptions) -> int:
         compile_match(opts.match)
     require_tracing()
     session = TailSession(opts, target, gb)
-    err = Console(stderr=True, highlight=False)
+    err = stderr_console()
     stop = StopSignal()
     exited = False
     try:
@@ -124,22 +131,18 @@ def run(opts: TailOptions) -> int:
         kinds = ",".join(k.label for k in Kind if k in opts.kinds)
         match = f" of goroutines matching /{opts.match}/" if opts.match else ""
         until = f" for {format_duration(opts.duration_s)}" if opts.duration_s else ""
-        err.print(f"[bold]gotrace tail[/] attached to PID {target.pid} ({target.exe_display}, "
-                  f"{gb.go_version}): {len(session.tracer.attached)} uprobes; {kinds} "
-                  f"events{match}{until}. Ctrl-C to stop.")
-        exited = (_run_json if opts.json else _run_live)(session, stop, err)
-        summary = _summary(session, session.received, exited)
+        banner(err, "gotrace tail", target, gb, len(session.tracer.attached),
+               f"; {kinds} events{match}{until}. Ctrl-C to stop.")
+        exited = (_run_json if opts.json else _run_screen)(session, stop, err)
+        counters = session.counters()
     finally:
         session.tracer.close()
         stop.restore()
     if exited:
         err.print(f"gotrace: PID {target.pid} exited")
-    lost = summary["lost"]
-    err.print(f"gotrace: {summary['events']:,} events received, {summary['lost_events']:,} lost "
-              f"(ring buffer full {lost['ring_buffer']:,}, goroutine table full "
-              f"{lost['table_full']:,}, memory reads {lost['memory_reads']:,}, unreadable "
-              f"{lost['unreadable_records']:,})",
-              style="bold red" if summary["lost_events"] else None)
+    err.print(f"gotrace: {session.received:,} events received, {counters.lost_events:,} lost"
+              + (f" ({counters.lost.describe()})" if counters.lost_events else ""),
+              style="bold red" if counters.lost_events else None)
     err.print("gotrace: detached")
     return 0
 
@@ -148,40 +151,29 @@ def _loop(session: TailSession, stop: StopSignal, handle: Callable[[list[Event]]
           tick: Callable[[int], None], tick_s: float) -> bool:
     """Drain, hand over, tick; True when the loop ended because the target exited."""
     opts = session.opts
-    deadline = (session.start_ns + int(opts.duration_s * 1e9)) if opts.duration_s else None
-    next_tick = time.monotonic_ns()
-    exited = False
-    events: list[Event] = []
-    while stop.received is None:
+    deadline = session.start_ns / 1e9 + opts.duration_s if opts.duration_s else None
+    next_tick = time.monotonic()
+
+    def step(now: float) -> float:
+        nonlocal next_tick
         events = session.poll()
         handle(events)
-        now = time.monotonic_ns()
         if now >= next_tick:
-            tick(now)
-            next_tick = now + int(tick_s * 1e9)
-            if not session.target.alive():
-                exited = True
-                break
-        if deadline is not None and now >= deadline:
-            break
-        if len(events) * 64 < BATCH_BYTES // 2:
-            time.sleep(POLL_S)
+            tick(time.monotonic_ns())
+            next_tick = now + tick_s
+        return POLL_S if len(events) * 64 < BATCH_BYTES // 2 else 0.0
+
+    exited = run_until(session.target, stop, deadline, step)
     # What the probes produced before the end is still in the ring: hand it over.
     while events := session.poll():
         handle(events)
     return exited
 
 
-def _summary(session: TailSession, written: int, exited: bool) -> dict[str, Any]:
-    c = session.counters()
-    unreadable = session.reader.malformed
+def _summary(session: TailSession, exited: bool) -> dict[str, Any]:
     return {
         "t": round((time.monotonic_ns() - session.start_ns) / 1e9, 6),
-        "events": written, "created": c.created, "exited": c.exited, "parks": c.parked,
-        "wakes": c.woken, "lost_events": c.lost_events + unreadable,
-        "lost": {"ring_buffer": c.lost_ringbuf, "table_full": c.lost_table_full,
-                 "memory_reads": c.lost_reads, "unreadable_records": unreadable},
-        "target_exited": exited,
+        "events": session.received, **session.counters().to_json(), "target_exited": exited,
     }
 
 
@@ -206,22 +198,20 @@ def _run_json(session: TailSession, stop: StopSignal, err: Console) -> bool:
         nonlocal reported_lost
         c = session.counters()
         if c.lost_events > reported_lost:
-            err.print(f"gotrace: {c.lost_events:,} events lost so far (ring buffer full "
-                      f"{c.lost_ringbuf:,}, goroutine table full {c.lost_table_full:,}, "
-                      f"memory reads {c.lost_reads:,})")
+            err.print(f"gotrace: {c.lost_events:,} events lost so far ({c.lost.describe()})")
             reported_lost = c.lost_events
 
     exited = _loop(session, stop, handle, tick, LOST_NOTICE_S)
     if not gone:
         with contextlib.suppress(BrokenPipeError):
-            writer.end(_summary(session, writer.written, exited))
+            writer.end(_summary(session, exited))
     return exited
 
 
-def _run_live(session: TailSession, stop: StopSignal, err: Console) -> bool:
+def _run_screen(session: TailSession, stop: StopSignal, err: Console) -> bool:
     opts = session.opts
-    stats = LiveStats(max_goroutines=opts.max_goroutines)
-    renderer = LiveRenderer()
+    stats = session.stats = LiveStats(max_goroutines=opts.max_goroutines)
+    renderer = ScreenRenderer()
     console = Console(highlight=False)
     exited = False
 
@@ -231,8 +221,6 @@ def _run_live(session: TailSession, stop: StopSignal, err: Console) -> bool:
             go_version=session.gb.go_version, kinds=opts.kinds, symbols=session.symbols,
             reason_name=session.gb.wait_reason, counters=session.counters(), match=opts.match,
             target_exited=target_exited)
-        if session.reader.malformed:
-            snap.notes.append(f"{session.reader.malformed:,} ring-buffer records unreadable")
         return renderer.render(snap)
 
     live = Live(console=console, screen=True, auto_refresh=False, transient=True) \

@@ -28,3 +28,6 @@ def defines() -> dict[str, int]:
 
 def const(name: str) -> int:
     return defines()[name]
+
+
+DEFAULT_MAX_GOROUTINES = const("DEFAULT_MAX_GOROUTINES")  # --max-goroutines

@@ -10,6 +10,7 @@ import errno
 import os
 from dataclasses import dataclass
 
+from gotrace.binary.elf import ElfImage
 from gotrace.errors import BadInput, CannotTrace
 
 
@@ -56,12 +57,16 @@ class Target:
     def alive(self) -> bool:
         return _start_time(self.pid) == self.start_time
 
-    def load_bias(self, first_vaddr: int, first_offset: int) -> int:
-        """Runtime address minus link-time address of the executable's first PT_LOAD (PIE).
+    def load_bias(self, img: ElfImage) -> int:
+        """Runtime address minus link-time address of the executable (0 unless PIE).
 
-        The mapping is recognised by inode or, where a filesystem (overlayfs in containers)
-        shows another inode in maps than stat does, by the path the target sees.
+        Taken from the mapping of its first PT_LOAD, recognised by inode or, where a filesystem
+        (overlayfs in containers) shows another inode in maps than stat does, by the path the
+        target sees.
         """
+        if not img.is_pie or not img.segments:
+            return 0
+        first = min(img.segments, key=lambda s: s.vaddr)
         try:
             st = os.stat(self.exe)
             with open(f"/proc/{self.pid}/maps") as f:
@@ -70,13 +75,13 @@ class Target:
                     if len(parts) < 6:
                         continue
                     off = int(parts[2], 16)
-                    if off != first_offset & ~0xFFF:
+                    if off != first.offset & ~0xFFF:
                         continue
                     path = parts[5].rstrip("\n").removesuffix(" (deleted)")
                     if int(parts[4]) == st.st_ino or path == self.exe_display.removesuffix(
                             " (deleted)"):
                         start = int(parts[0].split("-")[0], 16)
-                        return start - (first_vaddr & ~0xFFF)
+                        return start - (first.vaddr & ~0xFFF)
         except (OSError, ValueError):
             pass
         return 0

@@ -1,5 +1,5 @@
 """The event stream of `gotrace tail`: BPF ring-buffer records (struct event in bpf/gotrace.h),
-read straight from the ring's shared memory, and the tracer build that produces them.
+read straight from the ring's shared memory.
 
 The reader maps the ring like libbpf does (consumer page read-write, producer page and the
 twice-mapped data read-only) and drains it in one copy per poll, so Python pays a slice and a
@@ -14,45 +14,10 @@ import ctypes
 import mmap
 import os
 import struct
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import NamedTuple
 
-from gotrace.binary import codemap
-from gotrace.binary.gobinary import GoBinary
+from gotrace.errors import CannotTrace
 from gotrace.live.bpfdefs import const
-from gotrace.live.process import Target
-from gotrace.live.tracer import Tracer
-
-
-class Kind(IntEnum):
-    CREATE = const("EV_CREATE")
-    EXIT = const("EV_EXIT")
-    PARK = const("EV_PARK")
-    WAKE = const("EV_WAKE")
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-KINDS = {k.label: k for k in Kind}
-
-
-class Event(NamedTuple):
-    """One record; field order is struct event's."""
-
-    ts_ns: int
-    goid: int
-    parent_goid: int
-    gopc: int  # the go statement (runtime address); 0: unknown
-    pc: int  # park: return address in the parked-at frame
-    duration_ns: int  # wake: time parked; exit: lifetime; 0: unknown
-    kind: int  # Kind
-    wait_reason: int
-
+from gotrace.model import Event
 
 EVENT = struct.Struct("<QQQQQQII")
 assert EVENT.size == const("EVENT_SIZE"), "struct event changed: update EVENT"
@@ -69,10 +34,6 @@ _PROT_READ, _PROT_WRITE, _MAP_SHARED = mmap.PROT_READ, mmap.PROT_WRITE, mmap.MAP
 _MAP_FAILED = ctypes.c_void_p(-1).value
 _RECORD = struct.Struct("<II" + EVENT.format[1:])  # header + event: one whole record
 assert _RECORD.size == (EVENT.size + 8 + 7) & ~7, "records of struct event carry padding"
-
-
-def decode(records: Iterable[bytes]) -> list[Event]:
-    return [Event._make(EVENT.unpack(r)) for r in records]
 
 
 def parse_records(buf: bytes, n: int) -> tuple[list[Event], int, int]:
@@ -153,7 +114,8 @@ class RingReader:
         if addr is None or addr == _MAP_FAILED:
             err = ctypes.get_errno()
             self.close()
-            raise OSError(err, f"cannot map the ring buffer: {os.strerror(err)}")
+            raise CannotTrace(f"cannot map the BPF ring buffer ({length:,} bytes): "
+                              f"{os.strerror(err)} (a smaller --ring-mb may fit)")
         self._maps.append((addr, length))
         return int(addr)
 
@@ -179,107 +141,3 @@ class RingReader:
         while self._maps:
             addr, length = self._maps.pop()
             _libc.munmap(ctypes.c_void_p(addr), length)
-
-
-@dataclass
-class StreamCounters:
-    """Kernel-side counters of a tail session (per-CPU sums)."""
-
-    created: int = 0
-    exited: int = 0
-    parked: int = 0
-    woken: int = 0
-    emitted: int = 0
-    lost_ringbuf: int = 0  # events the ring buffer had no room for
-    lost_table_full: int = 0
-    lost_reads: int = 0
-
-    @property
-    def lost_events(self) -> int:
-        return self.lost_ringbuf + self.lost_table_full + self.lost_reads
-
-
-PARENT_FROM_M_CURG = 192  # runtime.m.curg, Go 1.19-1.24 (parentGoid exists from 1.21)
-
-
-def parent_cflags(gb: GoBinary) -> list[str]:
-    """Before Go 1.21 the creator's goid comes from g0.m.curg at the create hook."""
-    if gb.offsets.parent_goid is not None:
-        return []
-    return [f"-DG_M_OFF={gb.offsets.m}", f"-DM_CURG_OFF={PARENT_FROM_M_CURG}"]
-
-
-class EventTracer(Tracer):
-    """The tracer built with -DEMIT_EVENTS=1: the goroutine table plus a stream of events.
-
-    No stacks are captured in BPF; parks carry only their parked-at frame (a walk of at most
-    PARK_WALK frame pointers over runtime and standard-library code).
-    """
-
-    def __init__(self, gb: GoBinary, target: Target, *, bias: int, kinds: Iterable[Kind],
-                 selection: codemap.Selection | None = None, ring_pages: int = 4096,
-                 max_goroutines: int = 131072, park_walk: int = 12) -> None:
-        super().__init__(gb, target, max_goroutines=max_goroutines, park_stacks=False)
-        self.bias = bias
-        self.kinds = frozenset(kinds)
-        self.selection = selection
-        self.ring_pages = ring_pages
-        self.park_walk = park_walk
-        self.ranges = codemap.code_ranges(gb.pcln)
-        self.reader: RingReader | None = None
-        self.ready_ns = 0
-
-    def cflags(self) -> list[str]:
-        lo, hi = codemap.text_range(self.gb.pcln)
-        mask = sum(1 << k for k in self.kinds)
-        sel = self.selection
-        entries = max(len(sel.gopcs), len(sel.starts), 1) if sel is not None else 1
-        return [
-            *super().cflags(),
-            "-DCREATE_STACKS=0",
-            "-DEMIT_EVENTS=1",
-            f"-DRINGBUF_PAGES={self.ring_pages}",
-            f"-DEVENT_MASK={mask}",
-            f"-DMATCH={int(sel is not None)}",
-            f"-DMATCH_ENTRIES={entries}",
-            f"-DNR_STD_RANGES={len(self.ranges)}",
-            f"-DTEXT_LO={lo + self.bias:#x}ULL",
-            f"-DTEXT_HI={hi + self.bias:#x}ULL",
-            f"-DPARK_WALK={self.park_walk}",
-            *parent_cflags(self.gb),
-        ]
-
-    def configure(self) -> None:
-        self.ready_ns = time.monotonic_ns()  # "attach" time: loaded, probes about to fire
-        bpf = self.bpf
-        if self.ranges:
-            table = bpf["std_ranges"]
-            for i, r in enumerate(self.ranges):
-                table[ctypes.c_uint32(i)] = table.Leaf(r.lo + self.bias, r.hi + self.bias, r.kind)
-        if self.selection is not None:
-            for name, pcs in (("match_gopc", self.selection.gopcs),
-                              ("match_start", self.selection.starts)):
-                table = bpf[name]
-                for pc in pcs:
-                    table[table.Key(pc + self.bias)] = table.Leaf(1)
-        events = bpf["events"]
-        self.reader = RingReader(events.map_fd, self.ring_pages * mmap.PAGESIZE)
-
-    def stream_counters(self) -> StreamCounters:
-        table = self.bpf["counters"]
-
-        def total(name: str) -> int:
-            return int(table.sum(ctypes.c_int(const(name))).value)
-
-        return StreamCounters(
-            created=total("CTR_CREATED"), exited=total("CTR_EXITED"),
-            parked=total("CTR_PARKED"), woken=total("CTR_RUN"), emitted=total("CTR_EMITTED"),
-            lost_ringbuf=total("CTR_LOST_RINGBUF"), lost_table_full=total("CTR_LOST_TABLE_FULL"),
-            lost_reads=total("CTR_LOST_READ"),
-        )
-
-    def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
-        super().close()

@@ -1,4 +1,9 @@
-"""The live, kernel-dependent half: compile bpf/gotrace.bpf.c, attach its uprobes, read its maps.
+"""The live, kernel-dependent half: builds of the one BPF program (bpf/gotrace.bpf.c), its
+uprobes on the target, and its maps.
+
+One base class compiles, attaches, counts and detaches; each command's build adds its -D
+flags and what it reads: `LeakTracer` (attach: the goroutine table), `EventTracer` (tail: the
+event stream) and `HistTracer` (hist: log2 histograms in the kernel).
 
 Uprobes are created through perf_event_open, so they vanish with our file descriptors even
 if gotrace is killed; `close()` detaches them explicitly on every normal path.
@@ -10,33 +15,27 @@ import contextlib
 import ctypes
 import errno
 import io
+import mmap
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from gotrace.binary import codemap
 from gotrace.binary.gobinary import GoBinary, Hook
+from gotrace.binary.offsets import M_CURG
 from gotrace.errors import CannotTrace
-from gotrace.live.bpfdefs import bpf_dir, const
+from gotrace.live.bpfdefs import DEFAULT_MAX_GOROUTINES, bpf_dir, const
 from gotrace.live.process import Target
-from gotrace.model import Counters, GoroutineRecord
+from gotrace.live.ringbuf import RingReader
+from gotrace.model import Counters, GoroutineRecord, Kind, Lost
 
-DEFAULT_MAX_GOROUTINES = 131072
 BPF_NOEXIST = 1  # bpf_map_update_elem flag: create only
-ALL_EVENTS = frozenset({"create", "exit", "park", "run"})
-# attach does not probe `execute`: the memory check at report time already tells a parked
-# goroutine from a woken one, and every goroutine lifecycle then costs two probe hits, not three.
-ATTACH_EVENTS = frozenset({"create", "exit", "park"})
 STACK_ENTRIES = 16384
-
-
-@dataclass
-class SeedResult:
-    inserted: int = 0
-    already_known: int = 0  # a probe saw it first (created, parked or exited since attach)
-    table_full: int = 0
+DEFAULT_HIST_ENTRIES = 16384
 
 
 @contextlib.contextmanager
@@ -57,37 +56,37 @@ def capture_stderr(into: io.StringIO) -> Iterator[None]:
             into.write(tmp.read().decode(errors="replace"))
 
 
-class Tracer:
-    def __init__(self, gb: GoBinary, target: Target, *,
-                 max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_stacks: bool = False,
-                 events: frozenset[str] = ALL_EVENTS, create_stack_every: int = 1) -> None:
-        """park_stacks: capture each park's stack in BPF (costly) instead of from memory.
+def _items(table: Any) -> list[tuple[Any, Any]]:
+    """Every entry of a BPF hash map, in one syscall where the kernel has batch operations."""
+    try:
+        return list(table.items_lookup_batch())
+    except Exception:  # kernels without batch ops: one syscall per key
+        return list(table.items())
 
-        create_stack_every: walk the creation stack of one goroutine in N per go statement
-        (a power of two); the others reuse that go statement's last walked stack.
-        """
-        if create_stack_every < 1 or create_stack_every & (create_stack_every - 1):
-            raise ValueError("create_stack_every must be a power of two")
-        self.create_stack_every = create_stack_every
+
+class Tracer:
+    """Compile one build of the BPF program, attach its hooks, read its counters, detach."""
+
+    events: frozenset[str] = frozenset({"create", "exit", "park", "wake"})
+
+    def __init__(self, gb: GoBinary, target: Target, *,
+                 max_goroutines: int = DEFAULT_MAX_GOROUTINES) -> None:
         self.gb = gb
         self.target = target
         self.max_goroutines = max_goroutines
-        self.park_stacks = park_stacks
-        self.events = events
         self.bpf: Any = None
         self.attached: list[Hook] = []
-        self._stack_cache: dict[int, list[int]] = {}
-        self.seed_table_full = 0  # goroutines found at attach that did not fit in the table
 
     def cflags(self) -> list[str]:
-        return [
+        flags = [
             f"-I{bpf_dir()}",
             *self.gb.offsets.as_cflags(),
             f"-DMAX_GOROUTINES={self.max_goroutines}",
-            f"-DSTACK_ENTRIES={STACK_ENTRIES}",
-            f"-DPARK_STACKS={int(self.park_stacks)}",
-            f"-DCREATE_STACK_EVERY={self.create_stack_every}",
         ]
+        if self.gb.offsets.parent_goid is None:
+            # Before Go 1.21 the creator's goid comes from g0.m.curg at the create hook.
+            flags += [f"-DG_M_OFF={self.gb.offsets.m}", f"-DM_CURG_OFF={M_CURG}"]
+        return flags
 
     def configure(self) -> None:
         """Fill configuration maps once loaded, before any probe fires (subclasses)."""
@@ -120,23 +119,80 @@ class Tracer:
                                   f"{said[-1] if said else e}") from None
             self.attached.append(hook)
 
-    # -- reading the maps ----------------------------------------------------------------
+    def counter(self, name: str) -> int:
+        """One kernel counter (CTR_* in bpf/gotrace.h), summed over CPUs."""
+        return int(self.bpf["counters"].sum(ctypes.c_int(const(name))).value)
 
     def counters(self) -> Counters:
-        table = self.bpf["counters"]
-
-        def total(name: str) -> int:
-            return int(table.sum(ctypes.c_int(const(name))).value)
-
+        c = self.counter
         return Counters(
-            created=total("CTR_CREATED"),
-            exited=total("CTR_EXITED"),
-            parked=total("CTR_PARKED"),
-            woken=total("CTR_RUN") if "run" in self.events else None,
-            lost_table_full=total("CTR_LOST_TABLE_FULL") + self.seed_table_full,
-            lost_stacks=total("CTR_LOST_STACK"),
-            lost_reads=total("CTR_LOST_READ"),
+            created=c("CTR_CREATED"),
+            exited=c("CTR_EXITED"),
+            parks=c("CTR_PARKS"),
+            wakes=c("CTR_WAKES") if "wake" in self.events else None,
+            lost=Lost(
+                table_full=c("CTR_LOST_TABLE_FULL"),
+                stacks=c("CTR_LOST_STACK"),
+                memory_reads=c("CTR_LOST_READ"),
+                ring_buffer=c("CTR_LOST_RINGBUF"),
+                hist_full=c("CTR_LOST_HIST"),
+            ),
         )
+
+    def close(self) -> None:
+        if self.bpf is None:
+            return
+        bpf, self.bpf = self.bpf, None
+        # BCC prints to stderr when the target is already gone; that is not the user's problem.
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), \
+                contextlib.suppress(Exception):
+            bpf.cleanup()
+
+
+# -- attach ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SeedResult:
+    inserted: int = 0
+    already_known: int = 0  # a probe saw it first (created, parked or exited since attach)
+    table_full: int = 0
+
+
+class LeakTracer(Tracer):
+    """attach's build: the goroutine table alone (no wake hook: memory tells a parked goroutine
+    from a woken one at report time, so every lifecycle costs two probe hits, not three)."""
+
+    events = frozenset({"create", "exit", "park"})
+
+    def __init__(self, gb: GoBinary, target: Target, *,
+                 max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_stacks: bool = False,
+                 create_stack_every: int = 1) -> None:
+        """park_stacks: capture each park's stack in BPF (costly) instead of from memory.
+
+        create_stack_every: walk the creation stack of one goroutine in N per go statement
+        (a power of two); the others reuse that go statement's last walked stack.
+        """
+        if create_stack_every < 1 or create_stack_every & (create_stack_every - 1):
+            raise ValueError("create_stack_every must be a power of two")
+        super().__init__(gb, target, max_goroutines=max_goroutines)
+        self.park_stacks = park_stacks
+        self.create_stack_every = create_stack_every
+        self._stack_cache: dict[int, list[int]] = {}
+        self.seed_table_full = 0  # goroutines found at attach that did not fit in the table
+
+    def cflags(self) -> list[str]:
+        return [
+            *super().cflags(),
+            f"-DSTACK_ENTRIES={STACK_ENTRIES}",
+            f"-DPARK_STACKS={int(self.park_stacks)}",
+            f"-DCREATE_STACK_EVERY={self.create_stack_every}",
+        ]
+
+    def counters(self) -> Counters:
+        out = super().counters()
+        out.lost.table_full += self.seed_table_full
+        return out
 
     def _stack(self, stack_id: int) -> list[int]:
         if stack_id < 0:
@@ -151,27 +207,17 @@ class Tracer:
         return pcs
 
     def records(self) -> list[GoroutineRecord]:
-        table = self.bpf["goroutines"]
-        try:
-            items = list(table.items_lookup_batch())
-        except Exception:  # kernels without batch ops: one syscall per key
-            items = list(table.items())
-        out = []
-        for k, v in items:
-            out.append(GoroutineRecord(
-                goid=int(getattr(k, "value", k)), gaddr=v.gaddr, created_ns=v.created_ns,
-                parked_ns=v.parked_ns, gopc=v.gopc, startpc=v.startpc, parent_goid=v.parent_goid,
-                wait_reason=v.wait_reason, flags=v.flags, park_caller=v.park_caller,
-                create_stack=self._stack(v.create_stack), park_stack=self._stack(v.park_stack),
-            ))
-        return out
-
-    # -- goroutines that existed before the attach -----------------------------------------
+        return [GoroutineRecord(
+            goid=int(getattr(k, "value", k)), gaddr=v.gaddr, created_ns=v.created_ns,
+            parked_ns=v.parked_ns, gopc=v.gopc, startpc=v.startpc, parent_goid=v.parent_goid,
+            wait_reason=v.wait_reason, flags=v.flags, park_caller=v.park_caller,
+            create_stack=self._stack(v.create_stack), park_stack=self._stack(v.park_stack),
+        ) for k, v in _items(self.bpf["goroutines"])]
 
     def seed(self, records: Iterable[GoroutineRecord]) -> SeedResult:
         """Insert goroutines read from memory after the probes went live, unless a probe
         already inserted them: BPF_NOEXIST, so an event seen after attach always wins over
-        the older memory read (go-runtime.md §8, step 6)."""
+        the older memory read (docs/go-runtime.md, "Goroutines that existed before")."""
         from bcc.libbcc import lib
 
         table = self.bpf["goroutines"]
@@ -210,11 +256,111 @@ class Tracer:
                 gone += 1
         return gone
 
+
+# -- tail --------------------------------------------------------------------------------------
+
+
+class EventTracer(Tracer):
+    """tail's build (-DEMIT_EVENTS=1): the goroutine table plus a stream of events.
+
+    No stacks are captured in BPF; parks carry only their parked-at frame (a walk of at most
+    PARK_WALK frame pointers over runtime and standard-library code).
+    """
+
+    def __init__(self, gb: GoBinary, target: Target, *, bias: int, kinds: Iterable[Kind],
+                 selection: codemap.Selection | None = None, ring_pages: int = 4096,
+                 max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_walk: int = 12) -> None:
+        super().__init__(gb, target, max_goroutines=max_goroutines)
+        self.bias = bias
+        self.kinds = frozenset(kinds)
+        self.selection = selection
+        self.ring_pages = ring_pages
+        self.park_walk = park_walk
+        self.ranges = codemap.code_ranges(gb.pcln)
+        self.reader: RingReader | None = None
+        self.ready_ns = 0
+
+    def cflags(self) -> list[str]:
+        lo, hi = codemap.text_range(self.gb.pcln)
+        mask = sum(1 << k for k in self.kinds)
+        sel = self.selection
+        entries = max(len(sel.gopcs), len(sel.starts), 1) if sel is not None else 1
+        return [
+            *super().cflags(),
+            "-DCREATE_STACKS=0",
+            "-DPARK_STACKS=0",
+            "-DEMIT_EVENTS=1",
+            f"-DRINGBUF_PAGES={self.ring_pages}",
+            f"-DEVENT_MASK={mask}",
+            f"-DMATCH={int(sel is not None)}",
+            f"-DMATCH_ENTRIES={entries}",
+            f"-DNR_STD_RANGES={len(self.ranges)}",
+            f"-DTEXT_LO={lo + self.bias:#x}ULL",
+            f"-DTEXT_HI={hi + self.bias:#x}ULL",
+            f"-DPARK_WALK={self.park_walk}",
+        ]
+
+    def configure(self) -> None:
+        self.ready_ns = time.monotonic_ns()  # "attach" time: loaded, probes about to fire
+        bpf = self.bpf
+        if self.ranges:
+            table = bpf["std_ranges"]
+            for i, r in enumerate(self.ranges):
+                table[ctypes.c_uint32(i)] = table.Leaf(r.lo + self.bias, r.hi + self.bias, r.kind)
+        if self.selection is not None:
+            for name, pcs in (("match_gopc", self.selection.gopcs),
+                              ("match_start", self.selection.starts)):
+                table = bpf[name]
+                for pc in pcs:
+                    table[table.Key(pc + self.bias)] = table.Leaf(1)
+        self.reader = RingReader(bpf["events"].map_fd, self.ring_pages * mmap.PAGESIZE)
+
+    def counters(self) -> Counters:
+        out = super().counters()
+        if self.reader is not None:
+            out.lost.unreadable_records = self.reader.malformed
+        return out
+
     def close(self) -> None:
-        if self.bpf is None:
-            return
-        bpf, self.bpf = self.bpf, None
-        # BCC prints to stderr when the target is already gone; that is not the user's problem.
-        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), \
-                contextlib.suppress(Exception):
-            bpf.cleanup()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        super().close()
+
+
+# -- hist --------------------------------------------------------------------------------------
+
+
+class HistSample(NamedTuple):
+    """One entry of the BPF map "hist" (struct hist_key -> count)."""
+
+    kind: int  # HK_LIFETIME or HK_PARK
+    site: int  # gopc (runtime address) with --by site, else 0
+    reason: int  # waitReason value for HK_PARK
+    slot: int
+    n: int  # samples
+    sum_ns: int
+
+
+class HistTracer(Tracer):
+    """hist's build (-DHIST=1): the goroutine table, no stacks, histograms in a map."""
+
+    def __init__(self, gb: GoBinary, target: Target, *, by_site: bool,
+                 max_goroutines: int = DEFAULT_MAX_GOROUTINES,
+                 entries: int = DEFAULT_HIST_ENTRIES) -> None:
+        super().__init__(gb, target, max_goroutines=max_goroutines)
+        self.by_site = by_site
+        self.entries = entries
+
+    def cflags(self) -> list[str]:
+        return [*super().cflags(), "-DCREATE_STACKS=0", "-DPARK_STACKS=0", "-DHIST=1",
+                f"-DHIST_BY_SITE={int(self.by_site)}", f"-DHIST_ENTRIES={self.entries}"]
+
+    def samples(self) -> list[HistSample]:
+        return [HistSample(k.kind, k.site, k.reason, k.slot, v.count, v.sum_ns)
+                for k, v in _items(self.bpf["hist"])]
+
+    def still_open(self) -> tuple[int, int]:
+        """(created while attached and alive, parked and not woken) in the goroutine table."""
+        values = [v for _, v in _items(self.bpf["goroutines"])]
+        return (sum(1 for v in values if v.created_ns), sum(1 for v in values if v.parked_ns))

@@ -10,20 +10,19 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-from gotrace.analysis.livestats import SiteSymbols
 from gotrace.binary.pclntab import Frame
-from gotrace.live.ringbuf import Event, Kind
-from gotrace.model import frame_json
+from gotrace.frames import UNKNOWN, Symbols
+from gotrace.model import Event, Kind, frame_json
 
 CREATE, EXIT, PARK, WAKE = Kind.CREATE, Kind.EXIT, Kind.PARK, Kind.WAKE
 
 
 def _site(f: Frame | None) -> str:
-    return json.dumps(frame_json(f), separators=(",", ":")) if f else "null"
+    return json.dumps(frame_json(f), separators=(",", ":")) if f and f != UNKNOWN else "null"
 
 
 class EventJsonWriter:
-    def __init__(self, out: TextIO, *, start_ns: int, symbols: SiteSymbols,
+    def __init__(self, out: TextIO, *, start_ns: int, symbols: Symbols,
                  reason_name: Callable[[int], str]) -> None:
         self.out = out
         self.start_ns = start_ns
@@ -43,7 +42,7 @@ class EventJsonWriter:
     def _park_site(self, pc: int) -> str:
         s = self._park.get(pc)
         if s is None:
-            s = self._park[pc] = _site(self.symbols.parked_at(pc))
+            s = self._park[pc] = _site(self.symbols.parked_at_pc(pc))
         return s
 
     def _reason_json(self, r: int) -> str:

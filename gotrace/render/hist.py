@@ -6,7 +6,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gotrace.analysis.histogram import HistReport, Hists, Log2Hist
+from gotrace.analysis.histogram import Histograms, Hists, Log2Hist
 from gotrace.render.leaks import site
 
 BAR_WIDTH = 40
@@ -62,14 +62,15 @@ class HistRenderer:
             out.append(self.histogram(f"{indent}park time · {reason}", "park", ph))
         return out
 
-    def report(self, r: HistReport) -> None:
+    def render(self, r: Histograms) -> None:
         con = self.console
+        c = r.counters
         t = Text()
         t.append("gotrace hist", style="bold")
         t.append(f" · pid {r.pid} · {r.go_version} · {r.duration_s:.1f}s · by {r.by}"
-                 f" · created {r.created:,} · exited {r.exited:,} · parks {r.parks:,}"
-                 f" · wakes {r.wakes:,}")
-        t.append(f" · lost {r.lost_events:,}", style="bold red" if r.lost_events else "")
+                 f" · created {c.created:,} · exited {c.exited:,} · parks {c.parks:,}"
+                 f" · wakes {c.wakes or 0:,}")
+        t.append(f" · lost {c.lost_events:,}", style="bold red" if c.lost_events else "")
         con.print(t)
         if r.target_exited:
             con.print("[yellow]the target exited; histograms up to its exit[/]")
@@ -89,7 +90,5 @@ class HistRenderer:
         con.print(f"[dim]not in the histograms: {r.alive_at_end:,} goroutines created while "
                   f"traced and still alive, {r.parked_at_end:,} parked and not woken at the "
                   "end[/]")
-        if r.lost_events:
-            con.print(f"[yellow]lost: {r.lost_hist:,} samples (histogram map full), "
-                      f"{r.lost_table_full:,} goroutines (table full), {r.lost_reads:,} "
-                      "memory reads[/]")
+        if c.lost_events:
+            con.print(f"[yellow]lost: {c.lost.describe()}[/]")

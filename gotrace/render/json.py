@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TextIO
-
-from gotrace.model import Report
+from typing import Any, Protocol, TextIO
 
 
-class JsonRenderer:
+class HasJson(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class JsonLinesRenderer:
+    """Leak reports and histograms alike: each is one line, `to_json()` of the model."""
+
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
 
-    def emit(self, obj: dict[str, Any]) -> None:
-        self.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    def render(self, obj: HasJson) -> None:
+        self.out.write(json.dumps(obj.to_json(), separators=(",", ":")) + "\n")
         self.out.flush()
-
-    def report(self, report: Report) -> None:
-        self.emit(report.to_json())

@@ -10,18 +10,17 @@ from rich.text import Text
 
 from gotrace.binary.pclntab import Frame
 from gotrace.durations import format_duration
-from gotrace.model import Report, Suspect
+from gotrace.frames import MAIN_GOROUTINE, UNKNOWN
+from gotrace.model import LeakReport, Suspect
 
 
 def site(f: Frame | None) -> str:
-    if f is None:
+    """`function file:line`, the way every screen names a frame."""
+    if f is None or f == UNKNOWN:
         return "?"
+    if f == MAIN_GOROUTINE:
+        return f.function
     return f"{f.function} {os.path.basename(f.file)}:{f.line}"
-
-
-def creator(s: Suspect) -> str:
-    """The go statement; goroutine 1 has none (the runtime starts it through an ABI wrapper)."""
-    return "(main goroutine)" if s.start_function == "runtime.main" else site(s.created_at)
 
 
 def parked_groups_table(title: str) -> Table:
@@ -41,12 +40,14 @@ def _parked(s: Suspect) -> str:
     return f"≥ {text}" if s.before_attach == s.count else text
 
 
-class TableRenderer:
+class LeakTableRenderer:
+    """attach's report for people: counters, one row per leak group, stacks on demand."""
+
     def __init__(self, console: Console | None = None, *, stacks: bool = False) -> None:
         self.console = console or Console(highlight=False)
         self.stacks = stacks
 
-    def title(self, r: Report) -> Text:
+    def title(self, r: LeakReport) -> Text:
         c = r.counters
         t = Text()
         t.append("gotrace", style="bold")
@@ -57,13 +58,11 @@ class TableRenderer:
             t.append(" · final", style="bold")
         return t
 
-    def report(self, r: Report) -> None:
+    def render(self, r: LeakReport) -> None:
         con = self.console
         con.print(self.title(r))
-        c = r.counters
-        if c.lost_events:
-            con.print(f"[yellow]lost: {c.lost_table_full} goroutines (table full), "
-                      f"{c.lost_stacks} stacks, {c.lost_reads} memory reads[/]")
+        if r.counters.lost_events:
+            con.print(f"[yellow]lost: {r.counters.lost.describe()}[/]")
         if r.target_exited:
             con.print("[yellow]the target exited; this is the last state seen[/]")
         if not r.suspects:
@@ -74,7 +73,7 @@ class TableRenderer:
         table = parked_groups_table(f"{total:,} goroutines parked ≥ "
                                     f"{format_duration(r.threshold_s)}, in {groups} groups")
         for s in r.suspects:
-            table.add_row(f"{s.count:,}", _parked(s), s.wait_reason, creator(s),
+            table.add_row(f"{s.count:,}", _parked(s), s.wait_reason, site(s.created_at),
                           site(s.parked_at))
         con.print(table)
         if any(s.before_attach == s.count for s in r.suspects):

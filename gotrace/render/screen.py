@@ -13,7 +13,7 @@ from rich.text import Text
 from gotrace.analysis.livestats import LiveSnapshot, SiteRow
 from gotrace.binary.pclntab import Frame
 from gotrace.durations import format_duration
-from gotrace.live.ringbuf import Kind
+from gotrace.model import Kind
 from gotrace.render.leaks import parked_groups_table, site
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -43,7 +43,7 @@ def _frame(f: Frame | None) -> str:
     return site(f) if f else "?"
 
 
-class LiveRenderer:
+class ScreenRenderer:
     def render(self, s: LiveSnapshot) -> RenderableType:
         parts: list[RenderableType] = [self.title(s), self.rates(s), self.totals(s)]
         if Kind.CREATE in s.kinds or Kind.PARK in s.kinds:
@@ -122,13 +122,11 @@ class LiveRenderer:
         return table
 
     def footer(self, s: LiveSnapshot) -> Text:
-        c = s.counters
-        lost = c.lost_ringbuf + c.lost_table_full + c.lost_reads + s.dropped
+        lost = s.counters.lost_events
         t = Text()
         t.append(f"lost {lost:,}", style="bold red" if lost else "")
-        t.append(f" · ring buffer full {c.lost_ringbuf:,} · goroutine table full "
-                 f"{c.lost_table_full:,} · memory reads {c.lost_reads:,} · tail table full "
-                 f"{s.dropped:,}", style="red" if lost else "dim")
+        if lost:
+            t.append(f" · {s.counters.lost.describe()}", style="red")
         for note in s.notes:
             t.append(f"\n{note}", style="yellow")
         return t

@@ -10,10 +10,10 @@ import pytest
 
 from gotrace.errors import GotraceError
 from gotrace.live.environment import require_tracing
-from tests.gobuild import build_go
+from tests.gobuild import EDGE_GO_VERSIONS, build_go
 from tests.integration.goleaky import GO_LEAKY_SRC
 
-GO_VERSIONS = ["1.19", "1.27.3"]
+GO_VERSIONS = list(EDGE_GO_VERSIONS)
 
 
 @pytest.fixture(scope="session", autouse=True)

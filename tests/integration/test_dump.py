@@ -23,7 +23,7 @@ from gotrace.binary.elf import ElfImage
 from gotrace.binary.funcinfo import wrapper_functions
 from gotrace.binary.pclntab import Frame, Pclntab
 from gotrace.render.dump import visible_frames
-from tests.gobuild import GO_VERSIONS, build_go
+from tests.gobuild import EDGE_GO_VERSIONS, GO_VERSIONS, build_go
 from tests.integration.goleaky import GO_LEAKY_SRC, ROOT, Lines, markers
 
 LEAKS = {"recv": 3, "wg": 5, "send": 7, "ctx": 9, "ticker": 11, "http": 13, "mutex": 15}
@@ -120,7 +120,7 @@ def test_dump_agrees_with_runtime_stack(version: str, variant: str) -> None:
     check_against_runtime_stack(version, build_go(version, GO_LEAKY_SRC, variant))
 
 
-@pytest.mark.parametrize("version", ["1.19", "1.27.3"])
+@pytest.mark.parametrize("version", EDGE_GO_VERSIONS)
 @pytest.mark.parametrize("variant", ["pie", "cgo", "cgo-pie"])
 def test_dump_of_pie_and_cgo_builds(version: str, variant: str) -> None:
     """A load bias to add (PIE), C start-up code and extra Ms' dead gs (cgo)."""

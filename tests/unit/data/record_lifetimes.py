@@ -13,9 +13,9 @@ import json
 import sys
 import time
 
-from gotrace.commands.attach import open_target
+from gotrace.commands.common import open_target
 from gotrace.commands.tail import TailOptions, TailSession
-from gotrace.live.ringbuf import Kind
+from gotrace.model import Kind
 from tests.gobuild import build_go
 from tests.integration.lifetimes import LIFETIMES_SRC, Lifetimes
 
@@ -40,7 +40,7 @@ def main() -> None:
         for pc in (e.gopc, e.pc):
             if pc and pc not in frames:
                 frames[pc] = [[f.function, f.file, f.line]
-                              for f in session.symbols._frames(pc)]
+                              for f in session.symbols.frames(pc, is_return_address=True)]
     reasons = sorted({e.wait_reason for e in events if e.kind in (Kind.PARK, Kind.WAKE)})
     json.dump({
         "pid": target.pid, "go_version": gb.go_version, "start_ns": start,

@@ -1,16 +1,12 @@
-"""Ring-buffer records to events, and events to tail's JSON lines (no kernel)."""
+"""Ring-buffer records to events, as tail reads them from the ring's memory (no kernel)."""
 
 from __future__ import annotations
 
-import io
-import json
 import struct
 
-from gotrace.analysis.livestats import SiteSymbols
-from gotrace.binary.pclntab import Frame
 from gotrace.live.bpfdefs import const
-from gotrace.live.ringbuf import EVENT, Event, Kind, parse_records
-from gotrace.render.events import EventJsonWriter
+from gotrace.live.ringbuf import EVENT, parse_records
+from gotrace.model import Event, Kind
 
 BUSY, DISCARD = 1 << 31, 1 << 30
 
@@ -45,35 +41,6 @@ def test_limit_and_truncated_and_malformed() -> None:
     assert parse_records(buf[:100], 128) == ([a], 64, 0)  # half a record: wait for the rest
     odd = struct.pack("<II", 12, 0) + b"x" * 16
     assert parse_records(odd + record(a), 200) == ([a], 24 + 64, 1)
-
-
-def writer(out: io.StringIO) -> EventJsonWriter:
-    frames = {0x4010: [Frame("main.spawn", "/src/main.go", 12)],
-              0x4020: [Frame("sync.(*Mutex).Lock", "/goroot/src/sync/mutex.go", 90),
-                       Frame("main.work", "/src/main.go", 30)]}
-    symbols = SiteSymbols(lambda pc: frames.get(pc, []), "/goroot")
-    return EventJsonWriter(out, start_ns=0, symbols=symbols, reason_name=lambda r: "chan send")
-
-
-def test_json_lines_contract() -> None:
-    out = io.StringIO()
-    w = writer(out)
-    w.write([Event(1_500_000_000, 7, 1, 0x4010, 0, 0, Kind.CREATE, 0),
-             Event(1_600_000_000, 7, 1, 0x4010, 0x4020, 0, Kind.PARK, 3),
-             Event(1_700_000_000, 7, 1, 0x4010, 0, 100_000_000, Kind.WAKE, 3),
-             Event(1_800_000_000, 7, 0, 0x4010, 0, 0, Kind.EXIT, 0)])
-    lines = [json.loads(x) for x in out.getvalue().splitlines()]
-    assert w.written == 4
-    create, park, wake, exit_ = lines
-    assert create == {"type": "create", "t": 1.5, "goid": 7, "parent_goid": 1,
-                      "site": {"function": "main.spawn", "file": "/src/main.go", "line": 12}}
-    # The parked-at frame is the first one in user code, inlined frames expanded.
-    assert park["site"] == {"function": "main.work", "file": "/src/main.go", "line": 30}
-    assert park["wait_reason"] == "chan send"
-    assert wake["parked_s"] == 0.1 and wake["site"] == create["site"]
-    assert exit_["lifetime_s"] is None and exit_["parent_goid"] is None  # unknown: null
-    w.end({"events": 4})
-    assert json.loads(out.getvalue().splitlines()[-1]) == {"type": "end", "events": 4}
 
 
 def test_ring_reader_on_a_fake_ring() -> None:

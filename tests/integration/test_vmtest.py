@@ -1,4 +1,4 @@
-"""Tests of scripts/vmtest itself: `.venv/bin/python -m pytest scripts/vm` (as root).
+"""Tests of scripts/vmtest itself (as root; part of the suite, so CI runs them).
 
 The argument split, the initramfs archive and the guest's command are checked directly; one
 real boot checks the exit code, the overlay (guest writes never reach the host), the guest
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "vm"))
 
 import initramfs
 import vmtest

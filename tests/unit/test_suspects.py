@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from gotrace.analysis.suspects import Verdict, find_suspects, is_system, wait_site
+from gotrace.analysis.suspects import Verdict, find_suspects
 from gotrace.binary.pclntab import Frame
+from gotrace.frames import Symbols
 from gotrace.model import GoroutineRecord
+from tests.unit.fakes import FakeCode
 
 S = 1_000_000_000
 GOROOT = "/usr/lib/go"
@@ -23,16 +25,7 @@ PCS = {
 }
 
 
-class FakeSym:
-    goroot = GOROOT
-
-    def frames(self, pc: int, *, is_return_address: bool) -> list[Frame]:
-        f = PCS.get(pc)
-        return [Frame(*f)] if f else []
-
-    def function(self, pc: int) -> str:
-        f = PCS.get(pc)
-        return f[0] if f else "?"
+SYM = Symbols(FakeCode({pc: [Frame(*f)] for pc, f in PCS.items()}, GOROOT))
 
 
 def rec(goid: int, parked_s_ago: float | None, *, gopc: int = 0x300, start: int = 0x200,
@@ -54,7 +47,7 @@ def reasons(v: int) -> str:
 
 def run(records: list[GoroutineRecord], threshold_s: float = 10, **kw: object):  # type: ignore[no-untyped-def]
     return find_suspects(records, now_ns=100 * S, threshold_ns=int(threshold_s * S),
-                         sym=FakeSym(), reason_name=reasons, **kw)  # type: ignore[arg-type]
+                         sym=SYM, reason_name=reasons, **kw)  # type: ignore[arg-type]
 
 
 def test_groups_by_go_statement_reason_and_site_with_exact_counts() -> None:
@@ -93,7 +86,6 @@ def test_creation_stack_starts_at_the_go_statement() -> None:
 def test_runtime_goroutines_are_hidden_and_counted() -> None:
     out = run([rec(1, 30, start=0x500), rec(2, 30)])
     assert out.system_hidden == 1 and sum(s.count for s in out.suspects) == 1
-    assert is_system("runtime.bgsweep") and not is_system("runtime.main")
 
 
 def test_memory_verdict_drops_woken_goroutines_and_counts_unreadable() -> None:
@@ -119,12 +111,3 @@ def test_goroutines_first_seen_parked_are_flagged_before_attach() -> None:
 def test_goids_are_capped_at_ten() -> None:
     out = run([rec(i, 30) for i in range(100, 150)])
     assert out.suspects[0].count == 50 and out.suspects[0].goids == list(range(100, 110))
-
-
-def test_wait_site_prefers_user_code_then_non_runtime() -> None:
-    frames = [Frame("runtime.gopark", f"{GOROOT}/src/runtime/proc.go", 1),
-              Frame("sync.(*WaitGroup).Wait", f"{GOROOT}/src/sync/waitgroup.go", 2),
-              Frame("main.f", "/app/main.go", 3)]
-    assert wait_site(frames, GOROOT) == frames[2]
-    assert wait_site(frames[:2], GOROOT) == frames[1]
-    assert wait_site(frames, None) == frames[1]

@@ -1,0 +1,131 @@
+"""A goroutine dump taken from outside: every goroutine of a running Go program with its stack.
+
+Needs only the right to read the process's memory (no BPF, no signal, no stop): the
+goroutines come from `runtime.allgs`, their stacks from `g.sched` (or the syscall save
+area) through frame pointers, their symbols from the binary's pclntab.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gotrace.binary.funcinfo import wrapper_functions
+from gotrace.binary.gobinary import GoBinary
+from gotrace.errors import BadInput, GotraceError
+from gotrace.frames import MAIN_GOROUTINE, Symbols, is_system
+from gotrace.live.goroutines import (
+    G_LEAKED,
+    G_SYSCALL,
+    G_WAITING,
+    STATUS_NAMES,
+    GoroutineReader,
+    GoroutineStack,
+    GSnapshot,
+)
+from gotrace.live.layout import check_layout
+from gotrace.live.process import ProcessMemory, Target
+from gotrace.model import DumpedGoroutine, GoroutineDump
+
+MAX_FRAMES = 100  # as Go's tracebacks before 1.21 (later ones print 50 + 50)
+# Go's gStatusStrings, where they differ from gotrace's short names.
+GO_STATUS = {**STATUS_NAMES, 11: "waiting for cgo callback"}
+
+
+def take_dump(target: Target, gb: GoBinary, *, min_wait_s: float | None = None,
+              include_system: bool = False) -> GoroutineDump:
+    mem = ProcessMemory(target.pid)
+    try:
+        return _dump(target.pid, gb, mem, target.load_bias(gb.img), min_wait_s, include_system)
+    except GotraceError:
+        if target.alive():
+            raise
+        raise BadInput(f"PID {target.pid} exited while gotrace was reading it") from None
+    finally:
+        mem.close()
+
+
+def _dump(pid: int, gb: GoBinary, mem: ProcessMemory, bias: int, min_wait_s: float | None,
+          include_system: bool) -> GoroutineDump:
+    started = time.monotonic()
+    reader = GoroutineReader(gb, mem, bias)
+    scan = reader.scan()
+    check_layout(scan.goroutines, gb, bias, reader.reread)
+    sym = Symbols(gb.pcln, bias)
+    out = GoroutineDump(pid, gb.go_version, [], skipped=scan.skipped, min_wait_s=min_wait_s)
+    has_parent = gb.offsets.parent_goid is not None
+    now_ns = time.monotonic_ns()
+    for g in scan.goroutines:
+        start = sym.function(g.startpc)
+        verdict = selected(g, start, now_ns, min_wait_s, include_system)
+        if verdict == SYSTEM:
+            out.system_hidden += 1
+            continue
+        if verdict == SHORT:
+            out.below_min_wait += 1
+            continue
+        if verdict == UNKNOWN_WAIT:
+            out.wait_unknown += 1
+            continue
+        st = reader.stack(g, MAX_FRAMES)
+        if st is None:
+            out.skipped += 1  # changed while read, or exited
+            continue
+        out.goroutines.append(_goroutine(st, gb, sym, start, has_parent))
+    out.elapsed_s = time.monotonic() - started
+    out.wrappers = wrapper_functions(gb.pcln)
+    return out
+
+
+SHOWN, SYSTEM, SHORT, UNKNOWN_WAIT = "shown", "system", "short", "unknown wait"
+
+
+def selected(g: GSnapshot, start: str, now_ns: int, min_wait_s: float | None,
+             include_system: bool) -> str:
+    """Whether a goroutine is shown, and if not, under which count it is left out."""
+    if not include_system and is_system(start):
+        return SYSTEM
+    if min_wait_s is None:
+        return SHOWN
+    if g.status not in (G_WAITING, G_SYSCALL, G_LEAKED):
+        return SHORT
+    wait_s = _wait_s(g, now_ns)
+    if wait_s is None:
+        return UNKNOWN_WAIT
+    return SHOWN if wait_s >= min_wait_s else SHORT
+
+
+def _wait_s(g: GSnapshot, now_ns: int | None = None) -> float | None:
+    """How long g has waited, from g.waitsince: the runtime's nanotime() (CLOCK_MONOTONIC).
+
+    The GC sets it to its cycle's start time for goroutines it finds waiting, so it is
+    approximate, and unknown (0) until a GC has run since the goroutine parked. The runtime
+    forces a GC every 2 minutes (forcegcperiod) unless GOGC=off, so a wait still unknown is
+    most likely shorter than that.
+    """
+    if g.status not in (G_WAITING, G_SYSCALL, G_LEAKED) or not g.waitsince:
+        return None
+    now = time.monotonic_ns() if now_ns is None else now_ns
+    return max(0.0, (now - g.waitsince) / 1e9)
+
+
+def _goroutine(st: GoroutineStack, gb: GoBinary, sym: Symbols, start: str,
+               has_parent: bool) -> DumpedGoroutine:
+    g = st.g
+    waiting = g.status in (G_WAITING, G_LEAKED)
+    note = None
+    if st.source == "none":
+        note = ("goroutine running on other thread; stack unavailable"
+                if g.status != G_SYSCALL else "stack unavailable")
+    elif st.truncated:
+        note = "in a system call; only the innermost frame is known"
+    return DumpedGoroutine(
+        goid=g.goid,
+        parent_goid=g.parent_goid if has_parent else None,
+        status=GO_STATUS.get(g.status, f"status {g.status}"),
+        wait_reason=gb.wait_reason(g.wait_reason) if waiting else None,
+        wait_s=_wait_s(g),
+        created_at=MAIN_GOROUTINE if g.goid == 1 else sym.go_statement(g.gopc),
+        start_function=start,
+        stack=list(sym.stack(tuple(st.pcs))),
+        stack_note=note,
+    )
