@@ -3,6 +3,8 @@
  *   G_GOID_OFF, G_STATUS_OFF, G_WAITREASON_OFF, G_GOPC_OFF, G_STARTPC_OFF,
  *   G_PARENT_GOID_OFF (Go 1.21+ only), MAX_GOROUTINES, STACK_ENTRIES, PARK_STACKS (0/1),
  *   CREATE_STACKS (0/1).
+ *   KEY_BY_G (0/1): key the table by g address instead of goid (attach with the create
+ *   probe alone; park state then comes from the target's memory).
  * Optional parts, all off by default (attach's build is the table alone):
  *   EMIT_EVENTS=1  gotrace tail: one ring-buffer record per event (struct event), with
  *                  RINGBUF_PAGES, EVENT_MASK, MATCH (0/1), NR_STD_RANGES, TEXT_LO/TEXT_HI,
@@ -48,6 +50,9 @@
 #endif
 #ifndef HIST
 #define HIST 0
+#endif
+#ifndef KEY_BY_G
+#define KEY_BY_G 0
 #endif
 
 BPF_HASH(goroutines, u64, struct goroutine_record, MAX_GOROUTINES);
@@ -351,7 +356,13 @@ static __always_inline int created(struct pt_regs *ctx, u64 g)
     if (selected(&s))
         s.flags |= GF_MATCH;
 #endif
-    if (goroutines.update(&goid, &s) != 0)
+    s.goid = goid;
+#if KEY_BY_G
+    u64 key = g;
+#else
+    u64 key = goid;
+#endif
+    if (goroutines.update(&key, &s) != 0)
         count(CTR_LOST_TABLE_FULL);
     count(CTR_CREATED);
 #if EMIT_EVENTS
@@ -420,7 +431,7 @@ int on_park(struct pt_regs *ctx)
 #endif
     } else {
         /* Created before attach: learn it now. */
-        struct goroutine_record fresh = {};
+        struct goroutine_record fresh = {.goid = goid};
         fill_from_g(&fresh, g);
         mark_parked(ctx, &fresh, now);
 #if EMIT_EVENTS

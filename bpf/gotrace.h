@@ -29,8 +29,12 @@
 
 #define NO_STACK -1
 
-/* One live goroutine (GoroutineRecord in Python), keyed by goid (never by g address: g structs are reused). */
+/* One goroutine (GoroutineRecord in Python). Keyed by goid when park and exit are probed
+ * (--park-times exact); keyed by the address of its runtime.g with the create probe alone
+ * (KEY_BY_G: attach's default), so that a g reused by a new goroutine overwrites the entry of
+ * the one that exited and the table never holds more entries than the runtime has gs. */
 struct goroutine_record {
+    __u64 goid;
     __u64 gaddr;       /* address of its runtime.g */
     __u64 created_ns;  /* bpf_ktime_get_ns() at creation; 0 when created before attach */
     __u64 parked_ns;   /* when it last parked; 0 while runnable or running */

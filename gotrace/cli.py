@@ -60,16 +60,29 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per report on stdout.")
 @click.option("--stacks", is_flag=True, help="Show the creation and parked stacks of each group.")
 @max_goroutines_option
+@click.option("--park-times", type=click.Choice(["memory", "exact"]), default="memory",
+              show_default=True,
+              help="memory: read park state from the target every --read-interval (one probe "
+                   "hit per goroutine, none per park; park times are lower bounds to that "
+                   "resolution). exact: probe every park and exit (~0.4 µs each) for exact "
+                   "park times.")
+@click.option("--read-interval", type=DURATION, default="1s", show_default=True,
+              help="How often the goroutines are read from memory (--park-times memory).")
+@click.option("--no-bpf", is_flag=True,
+              help="No probe at all: everything from memory reads (needs only the right to "
+                   "read the process's memory, as dump); creation stacks are the go "
+                   "statement alone.")
 @click.option("--park-stacks", type=click.Choice(["memory", "bpf"]), default="memory",
               show_default=True,
-              help="Where parked stacks come from: read from the target's memory for suspects "
+              help="With --park-times exact: parked stacks read from memory for suspects "
                    "only, or captured in BPF at every park (~0.7 µs more per park).")
 @click.option("--creation-stacks", type=click.IntRange(1, 1 << 20), default=64,
               show_default=True, metavar="N",
               help="Walk the creation stack of one goroutine in N per go statement (a power "
                    "of two; 1 = every goroutine); the others share the last one walked there.")
 def attach(pid: int, threshold: float, interval: float, duration: float | None, as_json: bool,
-           stacks: bool, max_goroutines: int, park_stacks: str, creation_stacks: int) -> None:
+           stacks: bool, max_goroutines: int, park_times: str, read_interval: float,
+           no_bpf: bool, park_stacks: str, creation_stacks: int) -> None:
     """Trace goroutines of PID and report those parked longer than --threshold.
 
     Reports are grouped by the `go` statement that created the goroutines, the wait reason and
@@ -80,8 +93,16 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
     if creation_stacks & (creation_stacks - 1):
         raise click.BadParameter("must be a power of two (1, 2, 4, ... 64 ...)",
                                  param_hint="--creation-stacks")
+    if park_stacks == "bpf" and park_times != "exact":
+        raise click.BadParameter("bpf needs --park-times exact (parks are not probed "
+                                 "otherwise)", param_hint="--park-stacks")
+    if no_bpf and park_times == "exact":
+        raise click.BadParameter("exact park times need the park probe, not --no-bpf",
+                                 param_hint="--park-times")
     sys.exit(run(AttachOptions(pid, threshold, interval, duration, as_json, stacks,
-                               max_goroutines, park_stacks == "bpf", creation_stacks)))
+                               max_goroutines, park_stacks == "bpf", creation_stacks,
+                               exact=park_times == "exact", no_bpf=no_bpf,
+                               read_interval_s=read_interval)))
 
 
 @cli.command()

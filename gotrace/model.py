@@ -71,7 +71,7 @@ class Counters:
 
     created: int = 0
     exited: int = 0
-    parks: int = 0
+    parks: int | None = 0  # None: parks not probed (attach reads park state from memory)
     wakes: int | None = 0  # None: wake-ups not probed (attach relies on memory instead)
     lost: Lost = field(default_factory=Lost)
 
@@ -83,7 +83,7 @@ class Counters:
         return {
             "created": self.created,
             "exited": self.exited,
-            "parks": self.parks,
+            **({"parks": self.parks} if self.parks is not None else {}),
             **({"wakes": self.wakes} if self.wakes is not None else {}),
             "lost_events": self.lost_events,
             "lost": self.lost.to_json(),

@@ -1,9 +1,14 @@
-"""attach's analysis: the goroutine table kept by the probes, checked against the target's
-memory, made into leak reports.
+"""attach's analysis: which goroutines stayed parked, and how they become leak reports.
 
-The table (live/tracer.py LeakTracer) says when each goroutine parked; memory has the last
-word on whether it still is (wake-ups are not probed), and gives the parked stacks of the
-suspects alone.
+Three ways to know, one report:
+- memory (the default): periodic reads of the target's goroutines tell who stayed parked
+  (analysis/parks.py); the only probe is on creation, for the creation stacks (live/tracer.py
+  LeakTracer keyed by g address);
+- memory without BPF (--no-bpf): the same reads, no probe at all; the creation stack is the go
+  statement alone;
+- exact (--park-times exact): probes on park and exit keep a table of exact park times;
+  memory has the last word on whether a suspect still is parked (wake-ups are not probed).
+Parked stacks are read from memory, for suspects alone.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from gotrace.analysis.suspects import Verdict, find_suspects
+from gotrace.analysis.parks import ParkTracker
+from gotrace.analysis.suspects import Verdict, Verifier, find_suspects
 from gotrace.binary.gobinary import GoBinary
 from gotrace.errors import GotraceError
 from gotrace.frames import Symbols
@@ -20,7 +26,7 @@ from gotrace.live.goroutines import G_WAITING, GoroutineReader, GSnapshot, read_
 from gotrace.live.layout import check_layout
 from gotrace.live.process import ProcessMemory, Target
 from gotrace.live.tracer import LeakTracer
-from gotrace.model import GoroutineRecord, LeakReport
+from gotrace.model import Counters, GoroutineRecord, LeakReport
 
 
 @dataclass(frozen=True)
@@ -45,11 +51,16 @@ def seed_record(g: GSnapshot, attached_ns: int) -> GoroutineRecord:
 class LeakSession:
     """One attachment: the tracer's table, the target's memory, and how both make a report."""
 
-    def __init__(self, target: Target, gb: GoBinary, tracer: LeakTracer, *,
+    def __init__(self, target: Target, gb: GoBinary, tracer: LeakTracer | None, *,
                  threshold_s: float) -> None:
+        """tracer: None for --no-bpf; with park_probe for exact park times; else creations."""
         self.target = target
         self.gb = gb
         self.tracer = tracer
+        self.exact = tracer is not None and tracer.park_probe
+        self.parks = ParkTracker()
+        self.first_read: set[int] = set()  # goids that existed at attach
+        self.skipped = 0  # goroutines of the last read that could not be read
         self.threshold_s = threshold_s
         self.mem = ProcessMemory(target.pid)
         self.bias = target.load_bias(gb.img)
@@ -61,7 +72,38 @@ class LeakSession:
         self._stacks: dict[int, tuple[int, ...]] = {}
 
     def seed(self) -> Seeded:
-        """Once the probes are live: the goroutines that already exist enter the table.
+        """Once the probes are live, the goroutines that already exist: the first read.
+
+        The read first proves the runtime.g offsets right for this very process (a wrong
+        layout raises BadInput before anything is reported; gotrace only ever reads).
+        """
+        if self.exact:
+            return self._seed_table()
+        now = time.monotonic_ns()
+        try:
+            scan = self.goroutines.scan()
+            check_layout(scan.goroutines, self.gb, self.bias, self.goroutines.reread)
+        except GotraceError:
+            if self.target.alive():
+                raise
+            return Seeded(0, 0, 0, 0, 0)  # it exited meanwhile: the main loop reports that
+        self.parks.update(scan.goroutines, now)
+        self.first_read = set(self.parks.live)
+        self.skipped = scan.skipped
+        return Seeded(len(scan.goroutines), len(self.parks.parks), 0, 0, scan.skipped)
+
+    def read(self) -> None:
+        """One read of every goroutine (memory modes; the command calls it every read
+        interval): what the park tracker learns from."""
+        if self.exact:
+            return
+        now = time.monotonic_ns()
+        scan = self.goroutines.scan()
+        self.parks.update(scan.goroutines, now)
+        self.skipped = scan.skipped
+
+    def _seed_table(self) -> Seeded:
+        """Exact park times: the goroutines that already exist enter the probes' table.
 
         The scan first proves the runtime.g offsets right for this very process (a wrong
         layout raises BadInput before anything is reported; the probes only ever read).
@@ -79,6 +121,7 @@ class LeakSession:
                 raise
             return Seeded(0, 0, 0, 0, 0)  # it exited meanwhile: the main loop reports that
         records = [seed_record(g, attached_ns) for g in scan.goroutines]
+        assert self.tracer is not None
         result = self.tracer.seed(records)
         gone = []
         for g in scan.goroutines:
@@ -112,23 +155,64 @@ class LeakSession:
         """After the target exited: nothing to read, only what the last report saw."""
         return Verdict(None, self._stacks.get(rec.goid, ()))
 
+    def _from_memory(self, target_exited: bool) -> tuple[list[GoroutineRecord], Counters,
+                                                          Verifier]:
+        """Suspect records from the park tracker, joined with the probes' creations by g."""
+        if not target_exited:
+            self.read()
+        now = time.monotonic_ns()
+        created = {r.gaddr: r for r in self.tracer.records()} if self.tracer else {}
+        records = []
+        stacks: dict[int, tuple[int, ...]] = {}
+        for p in self.parks.parked_longer_than(int(self.threshold_s * 1e9), now):
+            g = p.g
+            c = created.get(g.gaddr)
+            if c is not None and c.goid != g.goid:
+                c = None  # the g was reused after the probe saw its creation
+            born = c.created_ns if c else (0 if g.goid in self.first_read else p.first_seen_ns)
+            records.append(GoroutineRecord(
+                goid=g.goid, gaddr=g.gaddr, created_ns=born, parked_ns=p.since_ns,
+                gopc=g.gopc, startpc=g.startpc, parent_goid=g.parent_goid,
+                wait_reason=g.wait_reason, create_stack=c.create_stack if c else []))
+            if not target_exited:
+                stacks[g.goid] = tuple(unwind_parked(self.mem, g))
+        if stacks:
+            self._stacks = stacks
+        if self.tracer is not None:
+            counters = self.tracer.counters()
+            counters.exited = max(0, counters.created + len(self.first_read)
+                                  - len(self.parks.live))
+        else:
+            counters = Counters(created=self.parks.appeared, exited=self.parks.disappeared,
+                                parks=None, wakes=None)
+        counters.lost.memory_reads += self.skipped
+        cached = self._stacks
+        return records, counters, lambda r: Verdict(True, cached.get(r.goid, ()))
+
     def leak_report(self, *, final: bool, target_exited: bool = False) -> LeakReport:
-        records = self.tracer.records()
-        counters = self.tracer.counters()
+        if self.exact:
+            assert self.tracer is not None
+            records = self.tracer.records()
+            counters = self.tracer.counters()
+            verify: Verifier = self.cached if target_exited else self.verify
+            live = len(records)
+        else:
+            records, counters, verify = self._from_memory(target_exited)
+            live = len(self.parks.live)
         out = find_suspects(
             records,
             now_ns=time.monotonic_ns(),
             threshold_ns=int(self.threshold_s * 1e9),
             sym=self.sym,
             reason_name=self.gb.wait_reason,
-            verify=self.cached if target_exited else self.verify,
+            verify=verify,
         )
         return LeakReport(
             pid=self.target.pid,
             go_version=self.gb.go_version,
             threshold_s=self.threshold_s,
             elapsed_s=time.monotonic() - self.started,
-            live=len(records),
+            live=live,
             counters=counters,
             suspects=out.suspects,
             final=final,

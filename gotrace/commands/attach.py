@@ -34,23 +34,28 @@ class AttachOptions:
     max_goroutines: int = DEFAULT_MAX_GOROUTINES
     bpf_park_stacks: bool = False
     create_stack_every: int = 64
+    exact: bool = False  # --park-times exact: probes on park and exit
+    no_bpf: bool = False  # no probe at all: everything from memory
+    read_interval_s: float = 1.0  # memory modes: how often goroutines are read
 
 
 def run(opts: AttachOptions) -> int:
     target, gb = open_target(opts.pid)  # bad input (exit 2) first, then the machine (exit 3)
-    require_tracing()
+    if not opts.no_bpf:
+        require_tracing()
     err = stderr_console()
     renderer: JsonLinesRenderer | LeakTableRenderer = (
         JsonLinesRenderer() if opts.json else LeakTableRenderer(stacks=opts.stacks)
     )
-    tracer = LeakTracer(gb, target, max_goroutines=opts.max_goroutines,
-                        park_stacks=opts.bpf_park_stacks,
-                        create_stack_every=opts.create_stack_every)
+    tracer = None if opts.no_bpf else LeakTracer(
+        gb, target, max_goroutines=opts.max_goroutines, park_probe=opts.exact,
+        park_stacks=opts.bpf_park_stacks, create_stack_every=opts.create_stack_every)
     session = LeakSession(target, gb, tracer, threshold_s=opts.threshold_s)
     stop = StopSignal()
     try:
         try:
-            tracer.attach()
+            if tracer is not None:
+                tracer.attach()
         except CannotTrace:
             if not target.alive():  # not the machine's fault: the target left meanwhile
                 raise BadInput(f"PID {target.pid} exited before gotrace could attach") from None
@@ -58,13 +63,20 @@ def run(opts: AttachOptions) -> int:
         seeded = session.seed()
         session.started = time.monotonic()
         until = f" for {format_duration(opts.duration_s)}" if opts.duration_s else ""
-        banner(err, "gotrace", target, gb, len(tracer.attached),
-               f" on the Go runtime. Reporting goroutines parked ≥ "
-               f"{format_duration(opts.threshold_s)} every {format_duration(opts.interval_s)}"
-               f"{until}. Ctrl-C to stop.")
+        reads = f"park state read from its memory every {format_duration(opts.read_interval_s)}"
+        how = (" on the Go runtime (park times exact)" if opts.exact else
+               f" on the Go runtime (creations); {reads}")
+        if tracer is None:
+            err.print(f"[bold]gotrace[/] attached to PID {target.pid} ({target.exe_display}, "
+                      f"{gb.go_version}) without BPF: no probe; {reads}.")
+        else:
+            banner(err, "gotrace", target, gb, len(tracer.attached), how + ".")
+        err.print(f"gotrace: reporting goroutines parked ≥ {format_duration(opts.threshold_s)} "
+                  f"every {format_duration(opts.interval_s)}{until}. Ctrl-C to stop.")
         err.print(
             f"gotrace: {seeded.goroutines:,} goroutines existed already ({seeded.parked:,} "
-            "parked: their time counts from now, a lower bound)"
+            "parked: their time counts from now or from the GC that last saw them parked, "
+            "a lower bound)"
             + (f"; {seeded.table_full:,} did not fit in the table" if seeded.table_full else "")
             + (f"; {seeded.unreadable:,} unreadable" if seeded.unreadable else "")
         )
@@ -72,20 +84,27 @@ def run(opts: AttachOptions) -> int:
             err.print(f"[yellow]gotrace: warning:[/] {w}")
         deadline = session.started + opts.duration_s if opts.duration_s else None
         next_report = session.started + opts.interval_s
+        next_read = float("inf") if opts.exact else session.started + opts.read_interval_s
 
         def step(now: float) -> float:
-            nonlocal next_report
+            nonlocal next_report, next_read
             if now >= next_report:
-                renderer.render(session.leak_report(final=False))
+                renderer.render(session.leak_report(final=False))  # reads memory too
                 next_report += opts.interval_s
-            return next_report - time.monotonic()
+                if not opts.exact:
+                    next_read = time.monotonic() + opts.read_interval_s
+            elif now >= next_read:
+                session.read()
+                next_read += opts.read_interval_s
+            return min(next_report, next_read) - time.monotonic()
 
         exited = run_until(target, stop, deadline, step)
         if exited:
             err.print(f"gotrace: PID {target.pid} exited")
         renderer.render(session.leak_report(final=True, target_exited=exited))
     finally:
-        tracer.close()
+        if tracer is not None:
+            tracer.close()
         session.close()
         stop.restore()
         sys.stdout.flush()

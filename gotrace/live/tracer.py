@@ -128,7 +128,7 @@ class Tracer:
         return Counters(
             created=c("CTR_CREATED"),
             exited=c("CTR_EXITED"),
-            parks=c("CTR_PARKS"),
+            parks=c("CTR_PARKS") if "park" in self.events else None,
             wakes=c("CTR_WAKES") if "wake" in self.events else None,
             lost=Lost(
                 table_full=c("CTR_LOST_TABLE_FULL"),
@@ -160,15 +160,21 @@ class SeedResult:
 
 
 class LeakTracer(Tracer):
-    """attach's build: the goroutine table alone (no wake hook: memory tells a parked goroutine
-    from a woken one at report time, so every lifecycle costs two probe hits, not three)."""
+    """attach's build: the goroutine table alone.
 
-    events = frozenset({"create", "exit", "park"})
+    By default only creations are probed (one hit per goroutine lifecycle, for the creation
+    stack) and the table is keyed by g address: park state comes from the target's memory
+    (analysis/parks.py). With park_probe (--park-times exact) park and exit are probed too and
+    the table is keyed by goid; wake-ups are never probed (memory tells a parked goroutine
+    from a woken one at report time).
+    """
 
     def __init__(self, gb: GoBinary, target: Target, *,
-                 max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_stacks: bool = False,
-                 create_stack_every: int = 1) -> None:
-        """park_stacks: capture each park's stack in BPF (costly) instead of from memory.
+                 max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_probe: bool = False,
+                 park_stacks: bool = False, create_stack_every: int = 1) -> None:
+        """park_probe: probe gopark and goexit1 for exact park times.
+
+        park_stacks: capture each park's stack in BPF (costly) instead of from memory.
 
         create_stack_every: walk the creation stack of one goroutine in N per go statement
         (a power of two); the others reuse that go statement's last walked stack.
@@ -176,7 +182,9 @@ class LeakTracer(Tracer):
         if create_stack_every < 1 or create_stack_every & (create_stack_every - 1):
             raise ValueError("create_stack_every must be a power of two")
         super().__init__(gb, target, max_goroutines=max_goroutines)
-        self.park_stacks = park_stacks
+        self.park_probe = park_probe
+        self.events = frozenset({"create", "exit", "park"} if park_probe else {"create"})
+        self.park_stacks = park_stacks and park_probe
         self.create_stack_every = create_stack_every
         self._stack_cache: dict[int, list[int]] = {}
         self.seed_table_full = 0  # goroutines found at attach that did not fit in the table
@@ -187,6 +195,7 @@ class LeakTracer(Tracer):
             f"-DSTACK_ENTRIES={STACK_ENTRIES}",
             f"-DPARK_STACKS={int(self.park_stacks)}",
             f"-DCREATE_STACK_EVERY={self.create_stack_every}",
+            f"-DKEY_BY_G={int(not self.park_probe)}",
         ]
 
     def counters(self) -> Counters:
@@ -207,8 +216,10 @@ class LeakTracer(Tracer):
         return pcs
 
     def records(self) -> list[GoroutineRecord]:
+        """Every entry (with park_probe: the live goroutines; without: the last goroutine
+        created on each g since attach)."""
         return [GoroutineRecord(
-            goid=int(getattr(k, "value", k)), gaddr=v.gaddr, created_ns=v.created_ns,
+            goid=v.goid, gaddr=v.gaddr, created_ns=v.created_ns,
             parked_ns=v.parked_ns, gopc=v.gopc, startpc=v.startpc, parent_goid=v.parent_goid,
             wait_reason=v.wait_reason, flags=v.flags, park_caller=v.park_caller,
             create_stack=self._stack(v.create_stack), park_stack=self._stack(v.park_stack),
@@ -228,6 +239,7 @@ class LeakTracer(Tracer):
             lib.bpf_update_elem
         for rec in records:
             key.value = rec.goid
+            leaf.goid = rec.goid
             leaf.gaddr = rec.gaddr
             leaf.created_ns = rec.created_ns
             leaf.parked_ns = rec.parked_ns

@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from tests.integration.goleaky import (
+    ATTACH_MODES,
     SLOW,
     GoLeaky,
     Lines,
@@ -19,18 +20,19 @@ from tests.integration.goleaky import (
 )
 
 
-def test_attach_reports_exactly_the_leaks(go_leaky: tuple[str, str]) -> None:
+@pytest.mark.parametrize("mode", list(ATTACH_MODES))
+def test_attach_reports_exactly_the_leaks(go_leaky: tuple[str, str], mode: str) -> None:
     version, binary = go_leaky
     target = GoLeaky(binary, "-on-usr1", *leak_flags())
     try:
         gt = gotrace("attach", str(target.pid), "--json", "--threshold", "3s",
-                     "--interval", "1s", "--duration", "10s")
+                     "--interval", "1s", "--duration", "10s", *ATTACH_MODES[mode])
         Lines(gt.stderr).wait_for("attached", timeout=60)
         target.signal(signal.SIGUSR1)  # the leaks are born after the probes are in
         target.out.wait_for(r"^batch 1 made")
         stdout, _ = gt.communicate(timeout=60 * SLOW)
         assert gt.returncode == 0
-        assert_exactly_the_leaks(json_reports(stdout), version, target.pid, 3.0)
+        assert_exactly_the_leaks(json_reports(stdout), version, target.pid, 3.0, mode)
         assert_target_unharmed(target)
     finally:
         assert target.stop() == 0
@@ -43,7 +45,7 @@ def test_bpf_park_stacks_match_memory_stacks(go_leaky: tuple[str, str]) -> None:
     target = GoLeaky(binary, "-on-usr1", "-wg", "5")
     try:
         gt = gotrace("attach", str(target.pid), "--json", "--threshold", "1s", "--interval",
-                     "1s", "--duration", "5s", "--park-stacks", "bpf")
+                     "1s", "--duration", "5s", "--park-times", "exact", "--park-stacks", "bpf")
         Lines(gt.stderr).wait_for("attached", timeout=60)
         target.signal(signal.SIGUSR1)
         target.out.wait_for(r"^batch 1 made")

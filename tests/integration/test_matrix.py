@@ -58,19 +58,20 @@ def doctor(pid: int) -> tuple[int, dict[str, str]]:
     return p.returncode, lines
 
 
-def check_leaks(target: GoLeaky, version: str, host_pid: int) -> None:
-    reports, stderr = leak_session(target, threshold=f"{THRESHOLD_S:g}s")
+def check_leaks(target: GoLeaky, version: str, host_pid: int, mode: str = "memory") -> None:
+    reports, stderr = leak_session(target, threshold=f"{THRESHOLD_S:g}s", mode=mode)
     assert reports, stderr
-    assert_exactly_the_leaks(reports, version, host_pid, THRESHOLD_S)
+    assert_exactly_the_leaks(reports, version, host_pid, THRESHOLD_S, mode)
     assert_target_unharmed(target)
 
 
-@pytest.mark.parametrize(("version", "mode"), CASES, ids=[f"{v}-{m}" for v, m in CASES])
-def test_leaks_on_every_build(version: str, mode: str) -> None:
-    binary = build_go(version, GO_LEAKY_SRC, mode)
+@pytest.mark.parametrize("attach_mode", ["memory", "no-bpf"])
+@pytest.mark.parametrize(("version", "build"), CASES, ids=[f"{v}-{m}" for v, m in CASES])
+def test_leaks_on_every_build(version: str, build: str, attach_mode: str) -> None:
+    binary = build_go(version, GO_LEAKY_SRC, build)
     target = GoLeaky(str(binary), "-on-usr1", *leak_flags())
     try:
-        check_leaks(target, version, target.pid)
+        check_leaks(target, version, target.pid, attach_mode)
     finally:
         assert target.stop() == 0
 
