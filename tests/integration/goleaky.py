@@ -212,8 +212,8 @@ def leak_session(target: GoLeaky, *, threshold: str = "2s", timeout: float = 90.
                 break
         gt.send_signal(signal.SIGINT)
         gt.wait(timeout=60)
-        _drain(out)
-        _drain(err)
+        drain(out)
+        drain(err)
     finally:
         if gt.poll() is None:
             gt.kill()
@@ -224,7 +224,7 @@ def leak_session(target: GoLeaky, *, threshold: str = "2s", timeout: float = 90.
     return json_reports("\n".join(out.seen)), stderr
 
 
-def _drain(lines: Lines) -> None:
+def drain(lines: Lines) -> None:
     """Read a finished process's pipe to its end (into lines.seen)."""
     while True:
         try:

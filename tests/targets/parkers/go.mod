@@ -1,0 +1,3 @@
+module parkers
+
+go 1.19
