@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (PID, binary, arguments), 3 this machine cann
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -34,6 +35,13 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 DURATION = Duration()
 
+def pprof_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--pprof", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
+        help=f"Also write {what} as a gzipped pprof goroutine profile (labels wait_reason, "
+             "go_site, parked seconds) for `go tool pprof`, which needs no binary for it.")
+
+
 max_goroutines_option = click.option(
     "--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024),
     default=DEFAULT_MAX_GOROUTINES, show_default=True,
@@ -59,6 +67,7 @@ def cli() -> None:
               help="Stop after this long (default: until Ctrl-C, SIGTERM or the target exits).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per report on stdout.")
 @click.option("--stacks", is_flag=True, help="Show the creation and parked stacks of each group.")
+@pprof_option("the suspects of the final report")
 @max_goroutines_option
 @click.option("--park-times", type=click.Choice(["memory", "exact"]), default="memory",
               show_default=True,
@@ -81,8 +90,8 @@ def cli() -> None:
               help="Walk the creation stack of one goroutine in N per go statement (a power "
                    "of two; 1 = every goroutine); the others share the last one walked there.")
 def attach(pid: int, threshold: float, interval: float, duration: float | None, as_json: bool,
-           stacks: bool, max_goroutines: int, park_times: str, read_interval: float,
-           no_bpf: bool, park_stacks: str, creation_stacks: int) -> None:
+           stacks: bool, pprof: str | None, max_goroutines: int, park_times: str,
+           read_interval: float, no_bpf: bool, park_stacks: str, creation_stacks: int) -> None:
     """Trace goroutines of PID and report those parked longer than --threshold.
 
     Reports are grouped by the `go` statement that created the goroutines, the wait reason and
@@ -102,7 +111,7 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
     sys.exit(run(AttachOptions(pid, threshold, interval, duration, as_json, stacks,
                                max_goroutines, park_stacks == "bpf", creation_stacks,
                                exact=park_times == "exact", no_bpf=no_bpf,
-                               read_interval_s=read_interval)))
+                               read_interval_s=read_interval, pprof=pprof)))
 
 
 @cli.command()
@@ -114,7 +123,9 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
 @click.option("--all", "include_system", is_flag=True,
               help="Include the runtime's own goroutines (GC workers, finalizer...) and "
                    "runtime frames, as GOTRACEBACK=system does.")
-def dump(pid: int, as_json: bool, min_wait: float | None, include_system: bool) -> None:
+@pprof_option("every goroutine")
+def dump(pid: int, as_json: bool, min_wait: float | None, include_system: bool,
+         pprof: str | None) -> None:
     """Print every goroutine of PID with its stack, read from outside.
 
     Needs only the right to read the process's memory: no BPF, no signal, the program is not
@@ -122,7 +133,7 @@ def dump(pid: int, as_json: bool, min_wait: float | None, include_system: bool) 
     """
     from gotrace.commands.dump import DumpOptions, run
 
-    sys.exit(run(DumpOptions(pid, as_json, min_wait, include_system)))
+    sys.exit(run(DumpOptions(pid, as_json, min_wait, include_system, pprof)))
 
 
 @cli.command()

@@ -181,8 +181,9 @@ def addr2line(version: str, binary: Path, pcs: list[int]) -> list[tuple[str, str
 
 def pgo_profile(version: str, variant: str = PGO_VARIANT) -> Path:
     """A profile-guided-optimization profile that marks chosen runtime call sites as hot: the
-    compiler then inlines the callee there (go-runtime.md §1.6: hot sites get an inlining budget
-    of 2000), as a real PGO build does at whatever sites its profile makes hot.
+    compiler then inlines the callee there (hot sites get an inlining budget of 2000:
+    docs/go-runtime.md#inlining-and-pgo-builds), as a real PGO build does at whatever sites
+    its profile makes hot.
 
     Written in the compiler's own preprocessed format ("GO PREPROFILE V1": caller, callee,
     "line offset weight"), understood by `-pgoprofile` from Go 1.23; offsets count lines from

@@ -4,8 +4,9 @@ With symbols they are named in .symtab. Stripped binaries keep no name for them,
 `runtime.allgadd` (in .gopclntab in every version, never inlined) does, in every Go release:
 `allgs = append(allgs, gp)` (loads and stores allgs, allgs+8, allgs+16), then
 `atomicstorep(&allgptr, &allgs[0])` and `atomic.Storeuintptr(&allglen, n)`, two
-`lea reg, [rip+X]; xchg [reg], ...` pairs (go-runtime.md §5.7). Decoding that body gives the
-three addresses; the result is checked against the symbol table in the unit tests.
+`lea reg, [rip+X]; xchg [reg], ...` pairs (docs/go-runtime.md#goroutines-that-existed-before).
+Decoding that body gives the three addresses; the result is checked against the symbol table
+in the unit tests.
 """
 
 from __future__ import annotations

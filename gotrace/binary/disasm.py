@@ -1,7 +1,7 @@
 """Decode x86-64 Go functions to place probes on instructions the kernel emulates.
 
 A uprobe on an instruction the kernel cannot emulate is single-stepped out of line: ~20x the
-cost (engineering-notes §2). Go functions start with the stack-bound check
+cost (docs/go-runtime.md#why-emulated-instructions). Go functions start with the stack-bound check
 `cmp rsp, [r14+0x10]` (not emulable) followed by `jbe` (emulable), and the registers at the
 `jbe` still hold the arguments, so the conditional jump of the prologue is where entry probes
 go. A probe must sit on an instruction boundary: an address inside an instruction corrupts
@@ -109,5 +109,6 @@ def call_sites(img: Code, start: int, end: int, target: int) -> list[int]:
 
 
 def ret_sites(img: Code, start: int, end: int) -> list[int]:
-    """Addresses of every RET: return probes go there, never a uretprobe (go-runtime.md §7)."""
+    """Addresses of every RET: return probes go there, never a uretprobe
+    (docs/go-runtime.md#why-never-a-uretprobe)."""
     return [i.addr for i in decode(img, start, end) if i.mnemonic == "ret"]

@@ -158,8 +158,9 @@ def _creation_hooks(gb: GoBinary) -> list[Hook]:
 
 
 def inlined_hooks(pcln: Pclntab, hooks: list[Hook]) -> dict[str, list[InlineSite]] | None:
-    """Hooked functions that also have inlined copies (go-runtime.md §1.6: PGO builds give hot
-    call sites an inlining budget that gopark, ready and casgstatus fit in)."""
+    """Hooked functions that also have inlined copies: PGO builds give hot call sites an
+    inlining budget that gopark, ready and casgstatus fit in
+    (docs/go-runtime.md#inlining-and-pgo-builds)."""
     sites = pcln.inline_sites({h.func for h in hooks})
     if sites is None:
         return None

@@ -1,7 +1,8 @@
 """Where the fields of `runtime.g` live: from DWARF when the binary has it, else per-minor tables.
 
-The tables are go-runtime.md §3.1 (checked against DWARF of real builds, amd64 = arm64). They
-are kept here, in one place, and unit tests compare them with DWARF for every toolchain we have.
+The tables are docs/go-runtime.md#runtimeg-offsets (checked against DWARF of real builds,
+amd64 = arm64). They are kept here, in one place; unit tests compare them with DWARF for every
+toolchain we have, and with the document.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _row(status: int, goid: int, wr: int, gopc: int, parent: int | None, startpc
                     parent_goid=parent, sched_sp=56, sched_pc=64, sched_bp=bp)
 
 
-# minor -> offsets; docs/go-runtime.md
+# minor -> offsets; docs/go-runtime.md#runtimeg-offsets
 TABLE: dict[int, GOffsets] = {
     19: _row(144, 152, 176, 296, None, 312, 104),
     20: _row(144, 152, 176, 296, None, 312, 104),
@@ -78,7 +79,8 @@ TABLE: dict[int, GOffsets] = {
 }
 
 
-# minor -> (syscallsp, syscallpc, syscallbp, waitsince, trackingSeq); docs/go-runtime.md.
+# minor -> (syscallsp, syscallpc, syscallbp, waitsince, trackingSeq);
+# docs/go-runtime.md#runtimeg-offsets.
 # 1.20 has 1.19's layout (its changes kept every offset).
 SYSCALL_TABLE: dict[int, tuple[int, int, int | None, int, int]] = {
     19: (112, 120, None, 168, 189),
@@ -142,5 +144,6 @@ def dwarf_offsets(img: ElfImage) -> GOffsets | None:
 
 
 # runtime.m.curg (the goroutine an M runs), in the releases without g.parentGoid (Go 1.19 and
-# 1.20): there the creator's goid is read as g0.m.curg.goid at the create hook (docs/go-runtime.md).
+# 1.20): there the creator's goid is read as g0.m.curg.goid at the create hook
+# (docs/go-runtime.md#runtimem-offsets).
 M_CURG = 192

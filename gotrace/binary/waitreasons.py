@@ -1,7 +1,8 @@
 """The wait-reason strings of this very binary.
 
-`waitReason` values are renumbered in almost every Go release (go-runtime.md §4), so the
-strings are read from the binary's own `runtime.waitReasonStrings` array, never from a table.
+`waitReason` values are renumbered in almost every Go release
+(docs/go-runtime.md#wait-reasons), so the strings are read from the binary's own
+`runtime.waitReasonStrings` array, never from a table.
 Stripped binaries have no symbol for it; `runtime.waitReason.String` (always in pclntab)
 bounds-checks against the array length and then takes its address with a RIP-relative LEA.
 """

@@ -21,6 +21,7 @@ from gotrace.live.environment import require_tracing
 from gotrace.live.tracer import LeakTracer
 from gotrace.render.json import JsonLinesRenderer
 from gotrace.render.leaks import LeakTableRenderer
+from gotrace.render.pprof import write_leaks_profile
 
 
 @dataclass
@@ -37,6 +38,7 @@ class AttachOptions:
     exact: bool = False  # --park-times exact: probes on park and exit
     no_bpf: bool = False  # no probe at all: everything from memory
     read_interval_s: float = 1.0  # memory modes: how often goroutines are read
+    pprof: str | None = None  # write the final report's suspects there too
 
 
 def run(opts: AttachOptions) -> int:
@@ -101,7 +103,10 @@ def run(opts: AttachOptions) -> int:
         exited = run_until(target, stop, deadline, step)
         if exited:
             err.print(f"gotrace: PID {target.pid} exited")
-        renderer.render(session.leak_report(final=True, target_exited=exited))
+        final = session.leak_report(final=True, target_exited=exited)
+        renderer.render(final)
+        if opts.pprof:
+            write_leaks_profile(final, opts.pprof)
     finally:
         if tracer is not None:
             tracer.close()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gotrace.analysis.dump import take_dump
 from gotrace.commands.common import open_target
 from gotrace.render.dump import DumpJsonRenderer, DumpTextRenderer
+from gotrace.render.pprof import write_dump_profile
 
 
 @dataclass
@@ -16,6 +17,7 @@ class DumpOptions:
     json: bool = False
     min_wait_s: float | None = None
     include_system: bool = False
+    pprof: str | None = None
 
 
 def run(opts: DumpOptions) -> int:
@@ -26,4 +28,6 @@ def run(opts: DumpOptions) -> int:
     else:
         DumpTextRenderer(all_frames=opts.include_system).render(dump)
     sys.stdout.flush()
+    if opts.pprof:
+        write_dump_profile(dump, opts.pprof)
     return 0

@@ -3,10 +3,10 @@
 Offsets come from DWARF, or, for stripped binaries, from per-version tables: a runtime whose
 layout differs from the table (a patched toolchain, a GOEXPERIMENT, a release we have not
 seen) would make every figure wrong without any error. Properties that hold for every g of
-every Go release are checked on a scan of allgs (go-runtime.md §3.3): goroutine 1 runs
-runtime.main, goids are unique and small, a g that is not running has `sched.g == g` and
-`stack.lo < sched.sp <= stack.hi`, entry PCs are in the binary's text, wait reasons are in
-range. A mismatch raises BadInput; gotrace never guesses a layout.
+every Go release are checked on a scan of allgs (docs/go-runtime.md#checks-on-a-live-process):
+goroutine 1 runs runtime.main, goids are unique and small, a g that is not running has
+`sched.g == g` and `stack.lo < sched.sp <= stack.hi`, entry PCs are in the binary's text, wait
+reasons are in range. A mismatch raises BadInput; gotrace never guesses a layout.
 
 The process runs while it is read, so a g that fails is read once more before it counts.
 """

@@ -228,7 +228,7 @@ class LeakTracer(Tracer):
     def seed(self, records: Iterable[GoroutineRecord]) -> SeedResult:
         """Insert goroutines read from memory after the probes went live, unless a probe
         already inserted them: BPF_NOEXIST, so an event seen after attach always wins over
-        the older memory read (docs/go-runtime.md, "Goroutines that existed before")."""
+        the older memory read (docs/go-runtime.md#goroutines-that-existed-before)."""
         from bcc.libbcc import lib
 
         table = self.bpf["goroutines"]

@@ -51,8 +51,10 @@ def test_bpf_park_stacks_match_memory_stacks(go_leaky: tuple[str, str]) -> None:
         target.out.wait_for(r"^batch 1 made")
         stdout, _ = gt.communicate(timeout=60 * SLOW)
         bpf = [s for s in json_reports(stdout)[-1]["suspects"] if s["created_at"]["line"] == line]
+        # Park state read from memory, once a second: a park is known from the first read
+        # that saw it, so give batch 2 a read and the threshold after that.
         gt = gotrace("attach", str(target.pid), "--json", "--threshold", "1s", "--interval",
-                     "1s", "--duration", "2s")
+                     "1s", "--duration", "3s")
         Lines(gt.stderr).wait_for("attached", timeout=60)
         target.signal(signal.SIGUSR1)
         target.out.wait_for(r"^batch 2 made")

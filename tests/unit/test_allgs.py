@@ -64,7 +64,8 @@ def test_an_unexpected_allgadd_body_is_refused() -> None:
 # -- runtime.g offsets that dump adds, against DWARF -----------------------------------------------
 
 
-def test_syscall_waitsince_and_tracking_offsets_match_dwarf(go_build: GoBuild, version: str) -> None:
+def test_syscall_waitsince_and_tracking_offsets_match_dwarf(go_build: GoBuild,
+                                                            version: str) -> None:
     img = ElfImage(str(go_build(version, "plain")))
     _, minor, _ = parse_go_version(read_build_info(img).go_version)
     dwarf = dwarf_offsets(img)

@@ -17,7 +17,8 @@ from gotrace.binary.pclntab import Pclntab
 from gotrace.errors import BadInput
 from tests.gobuild import GO_VERSIONS, PGO_RUNQPUT_VARIANT, PGO_VARIANT, GoBuild, version_key
 
-# Always inlined somewhere in the runtime (go-runtime.md §1.6); goready from Go 1.21.
+# Always inlined somewhere in the runtime (docs/go-runtime.md#inlining-and-pgo-builds);
+# goready from Go 1.21.
 NAMES = {"runtime.goparkunlock", "runtime.acquirem", "runtime.goready"}
 NEWEST = max(GO_VERSIONS, key=version_key)
 
