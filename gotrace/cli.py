@@ -42,6 +42,17 @@ def pprof_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
              "go_site, parked seconds) for `go tool pprof`, which needs no binary for it.")
 
 
+def ignore_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--ignore and --ignore-file, the same on every command that reports goroutines."""
+    f = click.option("--ignore-file", "ignore_files", multiple=True, metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="Ignore rules, one per line (# comments).")(f)
+    return click.option("--ignore", "ignore_rules", multiple=True, metavar="RULE",
+                        help="Hide goroutines meant to live forever, and count them: "
+                             "[go:|start:|parked:|created:|reason:]GLOB or /REGEX/ "
+                             "(repeatable; see the README).")(f)
+
+
 max_goroutines_option = click.option(
     "--max-goroutines", type=click.IntRange(1024, 4 * 1024 * 1024),
     default=DEFAULT_MAX_GOROUTINES, show_default=True,
@@ -68,6 +79,9 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per report on stdout.")
 @click.option("--stacks", is_flag=True, help="Show the creation and parked stacks of each group.")
 @pprof_option("the suspects of the final report")
+@ignore_options
+@click.option("--baseline", is_flag=True,
+              help="Hide every goroutine that already existed at attach (counted).")
 @max_goroutines_option
 @click.option("--park-times", type=click.Choice(["memory", "exact"]), default="memory",
               show_default=True,
@@ -90,13 +104,15 @@ def cli() -> None:
               help="Walk the creation stack of one goroutine in N per go statement (a power "
                    "of two; 1 = every goroutine); the others share the last one walked there.")
 def attach(pid: int, threshold: float, interval: float, duration: float | None, as_json: bool,
-           stacks: bool, pprof: str | None, max_goroutines: int, park_times: str,
+           stacks: bool, pprof: str | None, ignore_rules: tuple[str, ...],
+           ignore_files: tuple[str, ...], baseline: bool, max_goroutines: int, park_times: str,
            read_interval: float, no_bpf: bool, park_stacks: str, creation_stacks: int) -> None:
     """Trace goroutines of PID and report those parked longer than --threshold.
 
     Reports are grouped by the `go` statement that created the goroutines, the wait reason and
     the place where they wait. A final report follows Ctrl-C, SIGTERM or --duration.
     """
+    from gotrace.analysis.ignore import Ignorer, load_rules
     from gotrace.commands.attach import AttachOptions, run
 
     if creation_stacks & (creation_stacks - 1):
@@ -111,7 +127,9 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
     sys.exit(run(AttachOptions(pid, threshold, interval, duration, as_json, stacks,
                                max_goroutines, park_stacks == "bpf", creation_stacks,
                                exact=park_times == "exact", no_bpf=no_bpf,
-                               read_interval_s=read_interval, pprof=pprof)))
+                               read_interval_s=read_interval, pprof=pprof,
+                               ignore=Ignorer(load_rules(ignore_rules, ignore_files),
+                                              baseline))))
 
 
 @cli.command()

@@ -165,6 +165,7 @@ class LeakReport:
     unverified: int = 0  # memory unreadable: reported on the probes' word alone
     target_exited: bool = False
     warnings: list[str] = field(default_factory=list)  # ways this binary hides events
+    ignored: dict[str, int] = field(default_factory=dict)  # ignore rule -> goroutines it hid
 
     def to_json(self) -> dict[str, Any]:
         c = self.counters
@@ -182,6 +183,7 @@ class LeakReport:
             "unverified": self.unverified,
             "target_exited": self.target_exited,
             "warnings": self.warnings,
+            "ignored": self.ignored,
             "suspects": [s.to_json() for s in self.suspects],
         }
 

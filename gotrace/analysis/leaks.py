@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from gotrace.analysis.ignore import Ignorer
 from gotrace.analysis.parks import ParkTracker
 from gotrace.analysis.suspects import Verdict, Verifier, find_suspects
 from gotrace.binary.gobinary import GoBinary
@@ -52,7 +53,7 @@ class LeakSession:
     """One attachment: the tracer's table, the target's memory, and how both make a report."""
 
     def __init__(self, target: Target, gb: GoBinary, tracer: LeakTracer | None, *,
-                 threshold_s: float) -> None:
+                 threshold_s: float, ignore: Ignorer | None = None) -> None:
         """tracer: None for --no-bpf; with park_probe for exact park times; else creations."""
         self.target = target
         self.gb = gb
@@ -62,6 +63,7 @@ class LeakSession:
         self.first_read: set[int] = set()  # goids that existed at attach
         self.skipped = 0  # goroutines of the last read that could not be read
         self.threshold_s = threshold_s
+        self.ignore = ignore
         self.mem = ProcessMemory(target.pid)
         self.bias = target.load_bias(gb.img)
         self.sym = Symbols(gb.pcln, self.bias)
@@ -190,6 +192,8 @@ class LeakSession:
         return records, counters, lambda r: Verdict(True, cached.get(r.goid, ()))
 
     def leak_report(self, *, final: bool, target_exited: bool = False) -> LeakReport:
+        if self.ignore is not None:
+            self.ignore.reset()
         if self.exact:
             assert self.tracer is not None
             records = self.tracer.records()
@@ -206,6 +210,7 @@ class LeakSession:
             sym=self.sym,
             reason_name=self.gb.wait_reason,
             verify=verify,
+            ignore=self.ignore,
         )
         return LeakReport(
             pid=self.target.pid,
@@ -221,6 +226,7 @@ class LeakSession:
             unverified=out.unverified,
             target_exited=target_exited,
             warnings=self.warnings,
+            ignored=dict(self.ignore.counts) if self.ignore else {},
         )
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from gotrace.analysis.ignore import Ignorer
 from gotrace.binary.pclntab import Frame
 from gotrace.frames import Symbols, is_system, parked_at
 from gotrace.model import GoroutineRecord, Suspect
@@ -43,7 +44,9 @@ def find_suspects(
     sym: Symbols,
     reason_name: Callable[[int], str],
     verify: Verifier | None = None,
+    ignore: Ignorer | None = None,
 ) -> Outcome:
+    """Goroutines parked at least threshold_ns, grouped; ignore rules hide (and count) some."""
     groups: dict[tuple[Frame, str, Frame | None], list[tuple[GoroutineRecord, list[Frame]]]] = {}
     hidden = gone = unverified = 0
     meta: dict[tuple[Frame, str, Frame | None], tuple[tuple[Frame, ...], str]] = {}
@@ -70,6 +73,10 @@ def find_suspects(
             parked = []
         creation = sym.creation_stack(rec.gopc, tuple(rec.create_stack))
         reason = reason_name(rec.wait_reason)
+        if ignore is not None and ignore.hidden(
+                existed_at_attach=not rec.created_ns, go=creation[0], start=start,
+                parked=parked, created=creation, reason=reason):
+            continue
         site = parked_at(parked, sym.goroot)
         key = (creation[0], reason, site)
         groups.setdefault(key, []).append((rec, parked))

@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from gotrace.analysis.ignore import Ignorer
 from gotrace.analysis.leaks import LeakSession
 from gotrace.commands.common import (
     StopSignal,
@@ -39,6 +40,7 @@ class AttachOptions:
     no_bpf: bool = False  # no probe at all: everything from memory
     read_interval_s: float = 1.0  # memory modes: how often goroutines are read
     pprof: str | None = None  # write the final report's suspects there too
+    ignore: Ignorer | None = None
 
 
 def run(opts: AttachOptions) -> int:
@@ -52,7 +54,7 @@ def run(opts: AttachOptions) -> int:
     tracer = None if opts.no_bpf else LeakTracer(
         gb, target, max_goroutines=opts.max_goroutines, park_probe=opts.exact,
         park_stacks=opts.bpf_park_stacks, create_stack_every=opts.create_stack_every)
-    session = LeakSession(target, gb, tracer, threshold_s=opts.threshold_s)
+    session = LeakSession(target, gb, tracer, threshold_s=opts.threshold_s, ignore=opts.ignore)
     stop = StopSignal()
     try:
         try:

@@ -13,8 +13,7 @@ from rich.console import Console
 from gotrace.binary import cache
 from gotrace.commands.common import open_target
 from gotrace.errors import EXIT_ENVIRONMENT, GotraceError
-from gotrace.live.environment import tracing_checks
-from gotrace.live.tracer import LeakTracer
+from gotrace.live.environment import Check, check_memory_access, tracing_checks
 
 _MARKS = {"ok": "[green]OK  [/]", "fail": "[red]FAIL[/]", "warn": "[yellow]WARN[/]",
           "slow": "[yellow]SLOW[/]"}
@@ -33,11 +32,25 @@ class Lines:
 def run(pid: int | None) -> int:
     con = Console(highlight=False, soft_wrap=True)  # one line per check, whatever the width
     line = Lines(con)
-    failed = False
+    bpf_problem: Check | None = None
     for c in tracing_checks():
         line("ok" if c.ok else "fail", c.name, c.detail, "" if c.ok else c.fix)
-        if not c.ok:
-            failed = failed or c.name != "tracefs"
+        if not c.ok and c.name != "tracefs":
+            bpf_problem = bpf_problem or c
+    memory = check_memory_access()
+    line("ok" if memory.ok else "fail", memory.name, memory.detail, memory.fix)
+    if bpf_problem is None and memory.ok:
+        line("ok", "modes", "everything: attach (creation probe + memory reads), attach "
+             "--park-times exact, attach --no-bpf, tail, hist, dump")
+    elif memory.ok:
+        line("warn", "modes", f"attach --no-bpf and dump only: no BPF here "
+             f"({bpf_problem.detail if bpf_problem else ''})",
+             bpf_problem.fix if bpf_problem else "")
+    elif bpf_problem is None:
+        line("warn", "modes", "tail and hist only: attach and dump read the target's memory")
+    else:
+        line("fail", "modes", "none: gotrace needs BPF or the right to read process memory")
+    failed = not memory.ok and bpf_problem is not None
     if pid is not None:
         try:
             target_lines(line, pid)
@@ -86,7 +99,8 @@ def target_lines(line: Lines, pid: int) -> None:
     for h in gb.hooks:
         f = gb.pcln.func_at(h.addr)
         where = f"{f.name}+{h.addr - f.entry:#x}" if f else f"{h.addr:#x}"
-        used_by = " (tail and hist only)" if h.event not in LeakTracer.events else ""
+        used_by = {"create": " (every command)", "wake": " (tail and hist only)"}.get(
+            h.event, " (tail, hist and attach --park-times exact)")
         line("ok" if h.emulated else "slow", f"hook {h.event}", f"{where}: {h.why}{used_by}",
              "" if h.emulated else "none needed, but this probe is single-stepped (~10x the "
              "cost of the others); a build without PGO (-pgo=off) gets the cheap one")

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from gotrace.errors import CannotTrace
 
+CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
 TRACEFS = "/sys/kernel/tracing"
+YAMA = "/proc/sys/kernel/yama/ptrace_scope"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,24 @@ def check_tracefs(fix_it: bool) -> Check:
             return Check("tracefs", True, f"mounted at {TRACEFS} (by gotrace)")
     return Check("tracefs", False, "tracefs not mounted (BCC complains when detaching)",
                  f"mount -t tracefs nodev {TRACEFS}")
+
+
+def check_memory_access() -> Check:
+    """Reading another process's memory (attach's memory reads, --no-bpf, dump) needs ptrace
+    rights: root or CAP_SYS_PTRACE, and a Yama ptrace scope below 3."""
+    try:
+        with open(YAMA) as f:
+            scope = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        scope = 0
+    if scope >= 3:
+        return Check("memory reads", False, "kernel.yama.ptrace_scope is 3: no process may read "
+                     "another's memory", "sysctl kernel.yama.ptrace_scope=1 (3 needs a reboot)")
+    if os.geteuid() == 0 or _effective_caps() & (1 << CAP_SYS_PTRACE):
+        return Check("memory reads", True, f"root / CAP_SYS_PTRACE (ptrace scope {scope})")
+    return Check("memory reads", False, "not root and no CAP_SYS_PTRACE",
+                 "run as root, or grant CAP_SYS_PTRACE (containers: securityContext "
+                 "capabilities add SYS_PTRACE)")
 
 
 def tracing_checks(fix_tracefs: bool = True) -> list[Check]:

@@ -65,6 +65,10 @@ class LeakTableRenderer:
             con.print(f"[yellow]lost: {r.counters.lost.describe()}[/]")
         if r.target_exited:
             con.print("[yellow]the target exited; this is the last state seen[/]")
+        if r.ignored:
+            con.print("[dim]ignored: " + ", ".join(
+                f"{n:,} by {rule if rule.startswith('--') else repr(rule)}"
+                for rule, n in r.ignored.items()) + "[/]")
         if not r.suspects:
             con.print(f"no goroutine parked longer than {format_duration(r.threshold_s)}\n")
             return
