@@ -100,7 +100,14 @@ class LeakSession:
         if self.exact:
             return
         now = time.monotonic_ns()
-        scan = self.goroutines.scan()
+        try:
+            scan = self.goroutines.scan()
+        except GotraceError:
+            if self.target.alive():
+                raise
+            return  # it ended while read: the command's loop says how
+        if not self.target.alive():
+            return  # what was read may belong to another process (PID reused) or program
         self.parks.update(scan.goroutines, now)
         self.skipped = scan.skipped
 

@@ -102,9 +102,7 @@ def run(opts: AttachOptions) -> int:
                 next_read += opts.read_interval_s
             return min(next_report, next_read) - time.monotonic()
 
-        exited = run_until(target, stop, deadline, step)
-        if exited:
-            err.print(f"gotrace: PID {target.pid} exited")
+        exited = run_until(target, stop, deadline, step, err) is not None
         final = session.leak_report(final=True, target_exited=exited)
         renderer.render(final)
         if opts.pprof:

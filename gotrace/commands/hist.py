@@ -47,7 +47,8 @@ def run(opts: HistOptions) -> int:
         banner(err, "gotrace hist", target, gb, len(tracer.attached),
                f"; counting goroutine lifetimes and park times by {opts.by} in the kernel for "
                f"{format_duration(opts.duration_s)}. Ctrl-C to stop early.")
-        exited = run_until(target, stop, started + opts.duration_s, lambda now: 0.1)
+        exited = run_until(target, stop, started + opts.duration_s, lambda now: 0.1,
+                           err) is not None
         elapsed = time.monotonic() - started
 
         def site_frame(gopc: int) -> Frame | None:
@@ -65,7 +66,7 @@ def run(opts: HistOptions) -> int:
         tracer.close()
         stop.restore()
     if exited:
-        err.print(f"gotrace: PID {target.pid} exited; histograms up to its exit")
+        err.print("gotrace: histograms up to the end of the program")
     if opts.json:
         JsonLinesRenderer().render(histograms)
     else:

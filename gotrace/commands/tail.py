@@ -90,6 +90,7 @@ class TailSession:
         self.start_ns = time.monotonic_ns()
         self.received = 0
         self.stats: LiveStats | None = None  # the screen's figures (not with --json)
+        self.err = stderr_console()
 
     @property
     def reader(self) -> RingReader:
@@ -122,9 +123,8 @@ def run(opts: TailOptions) -> int:
         compile_match(opts.match)
     require_tracing()
     session = TailSession(opts, target, gb)
-    err = stderr_console()
+    err = session.err
     stop = StopSignal()
-    exited = False
     try:
         session.tracer.attach()
         session.start_ns = session.tracer.ready_ns
@@ -133,13 +133,11 @@ def run(opts: TailOptions) -> int:
         until = f" for {format_duration(opts.duration_s)}" if opts.duration_s else ""
         banner(err, "gotrace tail", target, gb, len(session.tracer.attached),
                f"; {kinds} events{match}{until}. Ctrl-C to stop.")
-        exited = (_run_json if opts.json else _run_screen)(session, stop, err)
+        (_run_json if opts.json else _run_screen)(session, stop, err)
         counters = session.counters()
     finally:
         session.tracer.close()
         stop.restore()
-    if exited:
-        err.print(f"gotrace: PID {target.pid} exited")
     err.print(f"gotrace: {session.received:,} events received, {counters.lost_events:,} lost"
               + (f" ({counters.lost.describe()})" if counters.lost_events else ""),
               style="bold red" if counters.lost_events else None)
@@ -163,7 +161,7 @@ def _loop(session: TailSession, stop: StopSignal, handle: Callable[[list[Event]]
             next_tick = now + tick_s
         return POLL_S if len(events) * 64 < BATCH_BYTES // 2 else 0.0
 
-    exited = run_until(session.target, stop, deadline, step)
+    exited = run_until(session.target, stop, deadline, step, session.err) is not None
     # What the probes produced before the end is still in the ring: hand it over.
     while events := session.poll():
         handle(events)
