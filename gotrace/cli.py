@@ -89,8 +89,10 @@ def cli() -> None:
                    "hit per goroutine, none per park; park times are lower bounds to that "
                    "resolution). exact: probe every park and exit (~0.4 µs each) for exact "
                    "park times.")
-@click.option("--read-interval", type=DURATION, default="1s", show_default=True,
-              help="How often the goroutines are read from memory (--park-times memory).")
+@click.option("--read-interval", type=DURATION, default=None,
+              help="How often the goroutines are read from memory, the resolution of park "
+                   "times (--park-times memory; default: a quarter of --threshold, within "
+                   "100ms to 1s).")
 @click.option("--no-bpf", is_flag=True,
               help="No probe at all: everything from memory reads (needs only the right to "
                    "read the process's memory, as dump); creation stacks are the go "
@@ -106,7 +108,8 @@ def cli() -> None:
 def attach(pid: int, threshold: float, interval: float, duration: float | None, as_json: bool,
            stacks: bool, pprof: str | None, ignore_rules: tuple[str, ...],
            ignore_files: tuple[str, ...], baseline: bool, max_goroutines: int, park_times: str,
-           read_interval: float, no_bpf: bool, park_stacks: str, creation_stacks: int) -> None:
+           read_interval: float | None, no_bpf: bool, park_stacks: str,
+           creation_stacks: int) -> None:
     """Trace goroutines of PID and report those parked longer than --threshold.
 
     Reports are grouped by the `go` statement that created the goroutines, the wait reason and
@@ -127,7 +130,8 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
     sys.exit(run(AttachOptions(pid, threshold, interval, duration, as_json, stacks,
                                max_goroutines, park_stacks == "bpf", creation_stacks,
                                exact=park_times == "exact", no_bpf=no_bpf,
-                               read_interval_s=read_interval, pprof=pprof,
+                               read_interval_s=read_interval or min(1.0, max(0.1, threshold / 4)),
+                               pprof=pprof,
                                ignore=Ignorer(load_rules(ignore_rules, ignore_files),
                                               baseline))))
 
