@@ -11,6 +11,7 @@ import time
 
 from gotrace.binary.funcinfo import wrapper_functions
 from gotrace.binary.gobinary import GoBinary
+from gotrace.binary.pclntab import Frame
 from gotrace.errors import BadInput, GotraceError
 from gotrace.frames import MAIN_GOROUTINE, Symbols, is_system
 from gotrace.live.goroutines import (
@@ -21,6 +22,7 @@ from gotrace.live.goroutines import (
     GoroutineReader,
     GoroutineStack,
     GSnapshot,
+    no_gc,
 )
 from gotrace.live.layout import check_layout
 from gotrace.live.process import ProcessMemory, Target
@@ -46,32 +48,41 @@ def take_dump(target: Target, gb: GoBinary, *, min_wait_s: float | None = None,
 
 def _dump(pid: int, gb: GoBinary, mem: ProcessMemory, bias: int, min_wait_s: float | None,
           include_system: bool) -> GoroutineDump:
+    """Every goroutine in a few batched reads: allgs and every g (one scan), then the stack
+    windows of those shown, then their gs again (each must not have moved meanwhile)."""
     started = time.monotonic()
     reader = GoroutineReader(gb, mem, bias)
-    scan = reader.scan()
-    check_layout(scan.goroutines, gb, bias, reader.reread)
-    sym = Symbols(gb.pcln, bias)
-    out = GoroutineDump(pid, gb.go_version, [], skipped=scan.skipped, min_wait_s=min_wait_s)
-    has_parent = gb.offsets.parent_goid is not None
-    now_ns = time.monotonic_ns()
-    for g in scan.goroutines:
-        start = sym.function(g.startpc)
-        verdict = selected(g, start, now_ns, min_wait_s, include_system)
-        if verdict == SYSTEM:
-            out.system_hidden += 1
-            continue
-        if verdict == SHORT:
-            out.below_min_wait += 1
-            continue
-        if verdict == UNKNOWN_WAIT:
-            out.wait_unknown += 1
-            continue
-        st = reader.stack(g, MAX_FRAMES)
-        if st is None:
-            out.skipped += 1  # changed while read, or exited
-            continue
-        out.goroutines.append(_goroutine(st, gb, sym, start, has_parent))
-    out.elapsed_s = time.monotonic() - started
+    with no_gc():  # ~10 objects per goroutine and no cycle: collections would only cost
+        scan = reader.scan()
+        check_layout(scan.goroutines, gb, bias, reader.reread)
+        sym = Symbols(gb.pcln, bias)
+        out = GoroutineDump(pid, gb.go_version, [], skipped=scan.skipped, min_wait_s=min_wait_s)
+        has_parent = gb.offsets.parent_goid is not None
+        now_ns = time.monotonic_ns()
+        starts: dict[int, str] = {}  # startpc -> function: goroutines share a few
+        chosen: list[GSnapshot] = []
+        names: list[str] = []
+        for g in scan.goroutines:
+            start = starts.get(g.startpc)
+            if start is None:
+                start = starts[g.startpc] = sym.function(g.startpc)
+            verdict = selected(g, start, now_ns, min_wait_s, include_system)
+            if verdict == SHOWN:
+                chosen.append(g)
+                names.append(start)
+            elif verdict == SYSTEM:
+                out.system_hidden += 1
+            elif verdict == SHORT:
+                out.below_min_wait += 1
+            else:
+                out.wait_unknown += 1
+        make = _Maker(gb, sym, has_parent)
+        for st, start in zip(reader.stacks(chosen, MAX_FRAMES), names, strict=True):
+            if st is None:
+                out.skipped += 1  # changed while read, or exited
+            else:
+                out.goroutines.append(make(st, start))
+        out.elapsed_s = time.monotonic() - started
     out.wrappers = wrapper_functions(gb.pcln)
     return out
 
@@ -108,24 +119,45 @@ def _wait_s(g: GSnapshot, now_ns: int | None = None) -> float | None:
     return max(0.0, (now - g.waitsince) / 1e9)
 
 
-def _goroutine(st: GoroutineStack, gb: GoBinary, sym: Symbols, start: str,
-               has_parent: bool) -> DumpedGoroutine:
-    g = st.g
-    waiting = g.status in (G_WAITING, G_LEAKED)
-    note = None
-    if st.source == "none":
-        note = ("goroutine running on other thread; stack unavailable"
-                if g.status != G_SYSCALL else "stack unavailable")
-    elif st.truncated:
-        note = "in a system call; only the innermost frame is known"
-    return DumpedGoroutine(
-        goid=g.goid,
-        parent_goid=g.parent_goid if has_parent else None,
-        status=GO_STATUS.get(g.status, f"status {g.status}"),
-        wait_reason=gb.wait_reason(g.wait_reason) if waiting else None,
-        wait_s=_wait_s(g),
-        created_at=MAIN_GOROUTINE if g.goid == 1 else sym.go_statement(g.gopc),
-        start_function=start,
-        stack=list(sym.stack(tuple(st.pcs))),
-        stack_note=note,
-    )
+class _Maker:
+    """GoroutineStack -> DumpedGoroutine. Goroutines of one leak share their stack: one list
+    of frames per distinct stack (renderers encode it once), one lookup per distinct PC."""
+
+    def __init__(self, gb: GoBinary, sym: Symbols, has_parent: bool) -> None:
+        self.gb = gb
+        self.sym = sym
+        self.has_parent = has_parent
+        self.stacks: dict[tuple[int, ...], list[Frame]] = {}
+        self.reasons: dict[int, str] = {}
+        self.now_ns = time.monotonic_ns()
+
+    def __call__(self, st: GoroutineStack, start: str) -> DumpedGoroutine:
+        g = st.g
+        waiting = g.status in (G_WAITING, G_LEAKED)
+        note = None
+        if st.source == "none":
+            note = ("goroutine running on other thread; stack unavailable"
+                    if g.status != G_SYSCALL else "stack unavailable")
+        elif st.truncated:
+            note = "in a system call; only the innermost frame is known"
+        key = tuple(st.pcs)
+        frames = self.stacks.get(key)
+        if frames is None:
+            frames = self.stacks[key] = list(self.sym.stack(key))
+        reason = None
+        if waiting:
+            reason = self.reasons.get(g.wait_reason)
+            if reason is None:
+                reason = self.reasons[g.wait_reason] = self.gb.wait_reason(g.wait_reason)
+        return DumpedGoroutine(
+            goid=g.goid,
+            parent_goid=g.parent_goid if self.has_parent else None,
+            status=GO_STATUS.get(g.status, f"status {g.status}"),
+            wait_reason=reason,
+            wait_s=_wait_s(g, self.now_ns) if g.waitsince else None,
+            created_at=MAIN_GOROUTINE if g.goid == 1 else self.sym.go_statement(g.gopc),
+            start_function=start,
+            stack=frames,
+            stack_note=note,
+        )
+

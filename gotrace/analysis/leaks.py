@@ -23,7 +23,14 @@ from gotrace.binary.gobinary import GoBinary
 from gotrace.errors import GotraceError
 from gotrace.frames import Symbols
 from gotrace.live.bpfdefs import const
-from gotrace.live.goroutines import G_WAITING, GoroutineReader, GSnapshot, read_g, unwind_parked
+from gotrace.live.goroutines import (
+    G_WAITING,
+    GoroutineReader,
+    GSnapshot,
+    Scan,
+    read_g,
+    unwind_parked,
+)
 from gotrace.live.layout import check_layout
 from gotrace.live.process import ProcessMemory, Target
 from gotrace.live.tracer import LeakTracer
@@ -79,16 +86,12 @@ class LeakSession:
         The read first proves the runtime.g offsets right for this very process (a wrong
         layout raises BadInput before anything is reported; gotrace only ever reads).
         """
-        if self.exact:
-            return self._seed_table()
         now = time.monotonic_ns()
-        try:
-            scan = self.goroutines.scan()
-            check_layout(scan.goroutines, self.gb, self.bias, self.goroutines.reread)
-        except GotraceError:
-            if self.target.alive():
-                raise
-            return Seeded(0, 0, 0, 0, 0)  # it exited meanwhile: the main loop reports that
+        scan = self._scan(check=True)
+        if scan is None:
+            return Seeded(0, 0, 0, 0, 0)  # it ended meanwhile: the main loop reports that
+        if self.exact:
+            return self._seed_table(scan, now)
         self.parks.update(scan.goroutines, now)
         self.first_read = set(self.parks.live)
         self.skipped = scan.skipped
@@ -100,35 +103,33 @@ class LeakSession:
         if self.exact:
             return
         now = time.monotonic_ns()
-        try:
-            scan = self.goroutines.scan()
-        except GotraceError:
-            if self.target.alive():
-                raise
+        scan = self._scan()
+        if scan is None:
             return  # it ended while read: the command's loop says how
-        if not self.target.alive():
-            return  # what was read may belong to another process (PID reused) or program
         self.parks.update(scan.goroutines, now)
         self.skipped = scan.skipped
 
-    def _seed_table(self) -> Seeded:
+    def _scan(self, *, check: bool = False) -> Scan | None:
+        """Every goroutine, read now; None when the target ended while read (or what was read
+        may belong to another process: a PID reused, or another program after an exec)."""
+        try:
+            scan = self.goroutines.scan()
+            if check:
+                check_layout(scan.goroutines, self.gb, self.bias, self.goroutines.reread)
+        except GotraceError:
+            if self.target.alive():
+                raise
+            return None
+        return scan if self.target.alive() else None
+
+    def _seed_table(self, scan: Scan, attached_ns: int) -> Seeded:
         """Exact park times: the goroutines that already exist enter the probes' table.
 
-        The scan first proves the runtime.g offsets right for this very process (a wrong
-        layout raises BadInput before anything is reported; the probes only ever read).
         A goroutine whose wait began before the attach counts as parked since the attach, a
         lower bound; its creation stack is just its go statement (gopc). Events seen since
         the attach win (tracer.seed). A goroutine that exited between the read and the
         insert left its exit probe nothing to delete: it is removed here.
         """
-        attached_ns = time.monotonic_ns()
-        try:
-            scan = self.goroutines.scan()
-            check_layout(scan.goroutines, self.gb, self.bias, self.goroutines.reread)
-        except GotraceError:
-            if self.target.alive():
-                raise
-            return Seeded(0, 0, 0, 0, 0)  # it exited meanwhile: the main loop reports that
         records = [seed_record(g, attached_ns) for g in scan.goroutines]
         assert self.tracer is not None
         result = self.tracer.seed(records)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -75,14 +76,42 @@ def group(gs: list[DumpedGoroutine], wrappers: frozenset[str] = frozenset(),
     all_frames: every frame and every "created by", as Go prints with GOTRACEBACK=system.
     """
     groups: dict[tuple[object, ...], Group] = {}
+    # Goroutines of one leak share their stack list and their go-statement Frame (gotrace
+    # dump makes one per distinct value): each is looked at once, then keyed by a small int.
+    by_stack: dict[int, int] = {}  # id(stack list) -> index of its shown frames
+    by_created: dict[int, int] = {}  # id(created_at) -> index of its shown creator
+    frame_ids: dict[tuple[Frame, ...], int] = {}
+    creator_ids: dict[Frame | None, int] = {}
+    shown_frames: list[tuple[Frame, ...]] = []
+    creators: list[Frame | None] = []
     for g in gs:
-        frames = tuple(g.stack) if all_frames else visible_frames(g.stack, wrappers)
-        created = g.created_at if g.goid != 1 and (
-            all_frames or shown(g.created_at.function, False)) else None
-        key = (state(g), frames, created, g.stack_note)
+        fi = by_stack.get(id(g.stack))
+        if fi is None:
+            frames = tuple(g.stack) if all_frames else visible_frames(g.stack, wrappers)
+            fi = frame_ids.get(frames)
+            if fi is None:
+                fi = frame_ids[frames] = len(shown_frames)
+                shown_frames.append(frames)
+            by_stack[id(g.stack)] = fi
+        if g.goid == 1:
+            ci = creator_ids.setdefault(None, len(creators))
+            if ci == len(creators):
+                creators.append(None)
+        else:
+            got = by_created.get(id(g.created_at))
+            if got is None:
+                created = g.created_at if all_frames or shown(g.created_at.function, False) \
+                    else None
+                got = creator_ids.get(created)
+                if got is None:
+                    got = creator_ids[created] = len(creators)
+                    creators.append(created)
+                by_created[id(g.created_at)] = got
+            ci = got
+        key = (g.wait_reason or g.status, fi, ci, g.stack_note)
         grp = groups.get(key)
         if grp is None:
-            grp = groups[key] = Group(state(g), frames, created, g.stack_note)
+            grp = groups[key] = Group(state(g), shown_frames[fi], creators[ci], g.stack_note)
         grp.members.append(g)
     return sorted(groups.values(), key=lambda gr: (-len(gr.members), gr.members[0].goid))
 
@@ -147,21 +176,71 @@ class DumpJsonRenderer:
     def render(self, d: GoroutineDump) -> None:
         """The same object as `json.dumps(d.to_json())`, written goroutine by goroutine.
 
-        Goroutines of one leak share their stack (one list object): it is encoded once, so
-        100k goroutines cost one pass, not 100k dictionaries per frame.
+        Goroutines of one leak share their stack (one list object) and their go statement:
+        each is encoded once, and each goroutine is one string format of encoded pieces, so
+        100k goroutines cost one pass, not 100k dictionaries per frame. The fast form is
+        checked against json.dumps on the first goroutine; where they differ (a field added
+        to DumpedGoroutine.to_json) every goroutine goes through json.dumps.
         """
         head = d.to_json(with_goroutines=False)
         del head["goroutines"]
         w = self.out.write
         w(json.dumps(head, separators=(",", ":"))[:-1] + ',"goroutines":[')
-        encoded: dict[int, tuple[list[Frame], str]] = {}
-        for i, g in enumerate(d.goroutines):
-            cached = encoded.get(id(g.stack))
-            if cached is None:
-                cached = (g.stack, json.dumps([frame_json(f) for f in g.stack],
-                                              separators=(",", ":")))
-                encoded[id(g.stack)] = cached
-            text = json.dumps(g.to_json(with_stack=False), separators=(",", ":"))
-            w(("," if i else "") + text.replace('"stack":null', '"stack":' + cached[1], 1))
+        gs = d.goroutines
+        fast = _FastJson()
+        if gs and fast(gs[0]) != _slow_json(gs[0]):
+            encode: Callable[[DumpedGoroutine], str] = _slow_json
+        else:
+            encode = fast
+        for i in range(0, len(gs), 4096):
+            w(("," if i else "") + ",".join(map(encode, gs[i : i + 4096])))
         w("]}\n")
         self.out.flush()
+
+
+def _slow_json(g: DumpedGoroutine) -> str:
+    return json.dumps(g.to_json(), separators=(",", ":"))
+
+
+class _FastJson:
+    """json.dumps(g.to_json()) for a DumpedGoroutine, from cached pieces."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str | None, str] = {}
+        self.stacks: dict[int, tuple[list[Frame], str]] = {}  # id(list): list kept alive
+        self.frames: dict[Frame, str] = {}
+        self.created: dict[int, tuple[Frame, str]] = {}  # id(Frame): the Frame kept alive
+
+    def text(self, s: str | None) -> str:
+        got = self.strings.get(s)
+        if got is None:
+            got = self.strings[s] = json.dumps(s)
+        return got
+
+    def frame(self, f: Frame) -> str:
+        got = self.frames.get(f)
+        if got is None:
+            got = self.frames[f] = json.dumps(frame_json(f), separators=(",", ":"))
+        return got
+
+    def __call__(self, g: DumpedGoroutine) -> str:
+        st = self.stacks.get(id(g.stack))
+        if st is None:
+            st = self.stacks[id(g.stack)] = (
+                g.stack, "[" + ",".join(self.frame(f) for f in g.stack) + "]")
+        created = self.created.get(id(g.created_at))
+        if created is None:
+            created = self.created[id(g.created_at)] = (g.created_at, self.frame(g.created_at))
+        strings = self.strings
+        status, reason, start, note = g.status, g.wait_reason, g.start_function, g.stack_note
+        if status not in strings or reason not in strings or start not in strings \
+                or note not in strings:
+            for s in (status, reason, start, note):
+                self.text(s)
+        wait = "null" if g.wait_s is None else repr(round(g.wait_s, 3))
+        parent = "null" if g.parent_goid is None else int(g.parent_goid)
+        return (f'{{"goid":{int(g.goid)},"parent_goid":{parent},"status":{strings[status]},'
+                f'"wait_reason":{strings[reason]},"wait_s":{wait},'
+                f'"created_at":{created[1]},'
+                f'"start_function":{strings[start]},"stack":{st[1]},'
+                f'"stack_note":{strings[note]}}}')

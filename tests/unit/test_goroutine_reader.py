@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import mmap
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -18,10 +22,14 @@ from gotrace.live.goroutines import (
     G_RUNNING,
     G_SYSCALL,
     G_WAITING,
+    TRIES,
     GoroutineReader,
+    StackStats,
+    coalesce,
     read_g,
     unwind,
 )
+from gotrace.live.process import ProcessMemory
 
 OFF = table_offsets(27)
 
@@ -202,3 +210,221 @@ def test_min_wait_keeps_goroutines_the_gc_dated_long_enough() -> None:
     assert selected(dated, "runtime.bgsweep", now, None, False) == SYSTEM
     assert selected(dated, "runtime.bgsweep", now, None, True) == SHOWN
     assert selected(dated, "runtime.main", now, None, False) == SHOWN
+
+
+# -- batched reads --------------------------------------------------------------------------------
+
+
+class BatchMemory(FakeMemory):
+    """FakeMemory with ProcessMemory's read_batch contract: one buffer, failed indices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def read_batch(self, addrs: list[int], sizes: list[int], into: bytearray | None = None
+                   ) -> tuple[bytearray, list[int]]:
+        self.batches.append(list(zip(addrs, sizes, strict=True)))
+        out, failed = bytearray(), []
+        for i, (a, n) in enumerate(zip(addrs, sizes, strict=True)):
+            raw = self.read(a, n) if n else b""
+            if raw is None:
+                failed.append(i)
+                raw = bytes(n)
+            out += raw
+        return out, failed
+
+
+def batch_reader(gs: dict[int, bytes | None]) -> tuple[BatchMemory, GoroutineReader]:
+    mem = BatchMemory()
+    arr = 0x9000
+    mem.blobs[0x8000] = struct.pack("<QQ", len(gs), arr)
+    mem.blobs[arr] = b"".join(struct.pack("<Q", a) for a in gs)
+    for addr, blob in gs.items():
+        if blob is not None:
+            mem.blobs[addr] = blob
+    return mem, FakeReader(mem, 0x8000, 0x8008).reader  # type: ignore[arg-type]
+
+
+def test_coalesce_joins_neighbours_and_keeps_the_order() -> None:
+    assert coalesce([0x1000, 0x1200, 0x1400, 0x9000], 0x100, gap=0x200) == [
+        (0x1000, 0x500, [0x1000, 0x1200, 0x1400]), (0x9000, 0x100, [0x9000])]
+    # Out of order, zero and a repeat: each its own range, the addresses as given.
+    runs = coalesce([0x2000, 0x1000, 0, 0x1000, 0x1100], 0x100, gap=0)
+    assert [a for r in runs for a in r[2]] == [0x2000, 0x1000, 0, 0x1000, 0x1100]
+    assert runs[2] == (0, 0, [0]) and runs[-1] == (0x1000, 0x200, [0x1000, 0x1100])
+    # A range stops growing at run_bytes.
+    runs = coalesce(list(range(0x1000, 0x2000, 0x100)), 0x100, run_bytes=0x400)
+    assert [len(r[2]) for r in runs] == [4, 4, 4, 4] and all(r[1] == 0x400 for r in runs)
+    assert coalesce([], 8) == []
+
+
+def test_read_gs_reads_neighbours_in_one_range_and_keeps_the_callers_order() -> None:
+    stride = 0x200  # g structs side by side, as in a heap span
+    gs = {0xA000 + stride * i: make_g(0xA000 + stride * i, 10 + i, G_WAITING)
+          for i in range(8)}
+    mem, reader = batch_reader(gs)
+    span = b"".join(blob.ljust(stride, b"\0") for blob in gs.values() if blob)
+    mem.blobs = {k: v for k, v in mem.blobs.items() if k not in gs} | {0xA000: span}
+    order = [0xA000 + stride * i for i in (0, 1, 2, 3, 4, 5, 6, 7)]
+    got = reader.read_gs(order)
+    assert [g.goid for g in got if g] == list(range(10, 18))
+    assert len(mem.batches) == 1 and len(mem.batches[0]) == 1  # one range, one call
+    got = reader.read_gs([order[5], 0, order[2], order[5]])  # any order, zeros, repeats
+    assert [g.goid if g else None for g in got] == [15, None, 12, 15]
+
+
+def test_an_unreadable_page_inside_a_range_costs_only_its_gs() -> None:
+    stride = 0x200
+    blobs: dict[int, bytes | None] = {0xA000 + stride * i: make_g(0xA000 + stride * i, i + 1,
+                                                                   G_WAITING) for i in range(6)}
+    blobs[0xA000 + 2 * stride] = None  # unmapped: the range read fails as a whole
+    mem, reader = batch_reader(blobs)
+    scan = reader.scan()
+    assert sorted(g.goid for g in scan.goroutines) == [1, 2, 4, 5, 6]
+    assert scan.skipped == 1 and scan.allglen == 6
+    # The coalesced range failed, then its gs were read one by one, still in batches.
+    assert [len(b) for b in mem.batches[-2:]] == [1, 6]
+
+
+def test_many_scattered_gs_are_sorted_for_reading_and_returned_in_order() -> None:
+    addrs = [0x100000 + 0x1000 * ((i * 37) % 101) for i in range(101)]
+    mem, reader = batch_reader({a: make_g(a, a >> 12, G_WAITING) for a in addrs})
+    got = reader.read_gs(addrs)
+    assert [g.gaddr if g else 0 for g in got] == addrs
+    assert all(len(b) <= 101 for b in mem.batches)
+
+
+def test_stacks_reads_windows_in_one_batch_and_retries_a_g_that_moves() -> None:
+    lo = 0x10000
+    gs: dict[int, bytes | None] = {}
+    for i in range(5):
+        gs[0xA000 + 0x400 * i] = make_g(0xA000 + 0x400 * i, 20 + i, G_WAITING,
+                                        lo=lo + 0x2000 * i)
+    mem, reader = batch_reader(gs)
+    for i in range(5):
+        stack = bytearray(0x2000)
+        struct.pack_into("<QQ", stack, 0x1F10, 0, 0x404000 + i)
+        mem.blobs[lo + 0x2000 * i] = bytes(stack)
+    snaps = reader.scan().goroutines
+    mem.batches.clear()
+    moved = [0]
+
+    def move(addr: int) -> None:  # goroutine 22 moves once, after its stack was read
+        if addr == 0xA800 and len(mem.batches) >= 2 and not moved[0]:
+            moved[0] = 1
+            mem.blobs[0xA800] = make_g(0xA800, 22, G_WAITING, lo=lo + 0x4000, sp_off=0x1E00)
+            stack = bytearray(mem.blobs[lo + 0x4000])
+            struct.pack_into("<QQ", stack, 0x1E10, 0, 0x505050)
+            mem.blobs[lo + 0x4000] = bytes(stack)
+
+    mem.on_read = move
+    stats = StackStats()
+    got = reader.stacks(snaps, stats=stats)
+    assert [st.pcs[-1] if st else None for st in got] == [0x404000, 0x404001, 0x505050,
+                                                          0x404003, 0x404004]
+    assert mem.batches[0] == [(lo + 0x2000 * i + 0x1F00, 0x100) for i in range(5)]
+    assert moved[0] and stats.changed == 1 and stats.gone == 0 and stats.gave_up == 0
+    assert got[2] is not None and got[2].g.sched_sp == lo + 0x4000 + 0x1E00
+
+
+def test_stacks_skips_a_g_that_keeps_moving_or_exits_and_counts_it() -> None:
+    lo = 0x10000
+    mem, reader = batch_reader({0xA000: make_g(0xA000, 5, G_WAITING),
+                                0xB000: make_g(0xB000, 6, G_WAITING)})
+    mem.blobs[lo] = bytes(0x2000)
+    a, b = reader.scan().goroutines
+    flip = [0]
+
+    def churn(addr: int) -> None:
+        if addr == 0xA000:  # every read of g 5 sees a new resume point
+            flip[0] += 1
+            mem.blobs[0xA000] = make_g(0xA000, 5, G_WAITING, sp_off=0x1F00 - 0x10 * flip[0])
+
+    mem.on_read = churn
+    mem.blobs[0xB000] = make_g(0xB000, 66, G_WAITING)  # g of goroutine 6 reused by 66
+    stats = StackStats()
+    assert reader.stacks([a, b], stats=stats) == [None, None]
+    assert stats.gave_up == 1 and stats.gone == 1 and stats.changed == TRIES - 1
+
+
+def test_read_g_reads_tracking_seq_and_ignores_the_scan_bit() -> None:
+    raw = bytearray(make_g(0xA000, 42, G_WAITING | 0x1000))
+    raw[OFF.tracking_seq or 0] = 200
+    mem, _ = memory_with_gs({})
+    mem.blobs[0xA000] = bytes(raw)
+    g = read_g(mem, OFF, 0xA000)  # type: ignore[arg-type]
+    assert g is not None and g.tracking_seq == 200 and g.status == G_WAITING
+    g = read_g(mem, replace(OFF, tracking_seq=None), 0xA000)  # type: ignore[arg-type]
+    assert g is not None and g.tracking_seq == 0
+
+
+# -- ProcessMemory.read_batch on this very process ----------------------------------------------
+
+
+PAGE = mmap.PAGESIZE
+
+
+@pytest.fixture
+def pages() -> Iterator[int]:
+    """Three pages of this process, the middle one unmapped: address of the first."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    base = libc.mmap(None, 3 * PAGE, mmap.PROT_READ | mmap.PROT_WRITE,
+                     mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    ctypes.memset(base, 0x11, PAGE)
+    ctypes.memset(base + 2 * PAGE, 0x33, PAGE)
+    libc.munmap(base + PAGE, PAGE)
+    yield base
+    libc.munmap(base, 3 * PAGE)
+
+
+@pytest.mark.parametrize("how", ["process_vm_readv", "pread", "not permitted"])
+def test_read_batch_marks_unreadable_ranges_and_reads_the_rest(pages: int, how: str) -> None:
+    mem = ProcessMemory(os.getpid())
+    if how == "pread":
+        mem.vm_readv = None
+    elif how == "not permitted":
+        def refuse(*_: int) -> int:
+            ctypes.set_errno(errno.EPERM)
+            return -1
+        mem.vm_readv = refuse
+    ranges = [(pages, 16), (pages + PAGE - 8, 16), (pages + PAGE, 8), (pages + 2 * PAGE, 8),
+              (pages + 8, 0), (pages + 2 * PAGE + 8, 24)]
+    buf, failed = mem.read_batch([a for a, _ in ranges], [n for _, n in ranges])
+    assert failed == [1, 2]  # across into the hole, and inside it
+    assert bytes(buf[:16]) == b"\x11" * 16 and bytes(buf[40:48]) == b"\x33" * 8
+    assert bytes(buf[48:72]) == b"\x33" * 24 and mem.failed_reads == 2
+    assert mem.read_many([(pages, 4), (pages + PAGE, 4)]) == [b"\x11" * 4, None]
+    if how == "not permitted":
+        assert mem.vm_readv is None  # fell back to /proc/PID/mem for good
+    mem.close()
+
+
+def test_read_batch_goes_on_after_a_partial_call(pages: int) -> None:
+    """A call may stop short (the kernel copies what it can up to a fault): the ranges before
+    are kept, the one it stopped in is tried alone, the rest read by the next call."""
+    mem = ProcessMemory(os.getpid())
+    real = mem.vm_readv
+    assert real is not None
+    calls: list[int] = []
+
+    def short(pid: int, local: int, n: int, remote: int, rn: int, flags: int) -> int:
+        calls.append(n)
+        if n > 1:  # copy the first range and half of the second, as after a fault
+            got = real(pid, local, 1, remote, 1, flags)
+            return got + 4
+        return real(pid, local, n, remote, rn, flags)
+
+    mem.vm_readv = short
+    addrs = [pages + 16 * i for i in range(6)]
+    buf, failed = mem.read_batch(addrs, [16] * 6)
+    assert failed == [] and bytes(buf) == b"\x11" * 96
+    assert calls == [6, 1, 4, 1, 2, 1]  # each short call: the stopped range again, alone
+    big = list(range(pages, pages + 2048 * 2, 2))  # more ranges than one call takes
+    buf, failed = ProcessMemory(os.getpid()).read_batch(big, [2] * len(big))
+    assert failed == [] and len(buf) == 4096 and set(buf) == {0x11}
+    mem.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from gotrace.binary.pclntab import Frame
 from gotrace.model import DumpedGoroutine, GoroutineDump
 from gotrace.render.dump import (
@@ -121,3 +123,32 @@ def test_all_shows_runtime_frames_as_gotraceback_system() -> None:
     assert "goroutine 3 [GC sweep wait]:\nruntime.gopark(...)\n" in out.getvalue()
     assert "runtime.bgsweep(...)" in out.getvalue()
     assert "runtime.gopark" not in text(GoroutineDump(1, "go1.27.3", [sweeper]))
+
+
+def test_fast_json_is_byte_for_byte_json_dumps_and_falls_back_when_the_model_grows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = [GOPARK, CHANRECV, CONSUME, WRAP]
+    odd = Frame('main.q"uote\\d', "/app/ünï.go", 7)
+    gs = [g(7, stack=shared, wait_s=1 / 3), g(8, stack=shared, wait_s=1e-7), g(9, stack=[odd]),
+          g(1, reason=None, status="running", parent=None, note="why \"not\"")]
+    d = GoroutineDump(1, "go1.27.3", gs)
+    out = io.StringIO()
+    DumpJsonRenderer(out).render(d)
+    assert out.getvalue() == json.dumps(d.to_json(), separators=(",", ":")) + "\n"
+    # A field added to to_json: the fast form differs, every goroutine takes json.dumps.
+    plain = DumpedGoroutine.to_json
+    monkeypatch.setattr(DumpedGoroutine, "to_json",
+                        lambda self, **kw: {**plain(self, **kw), "new": 1})
+    out = io.StringIO()
+    DumpJsonRenderer(out).render(d)
+    assert [x["new"] for x in json.loads(out.getvalue())["goroutines"]] == [1, 1, 1, 1]
+
+
+def test_groups_of_shared_and_equal_stacks_are_the_same_group() -> None:
+    shared = [GOPARK, CHANRECV, CONSUME, WRAP]
+    gs = [g(i, stack=shared) for i in range(2, 6)] + [g(9, stack=list(shared))]
+    gs += [g(10, stack=[GOPARK, CONSUME])]  # the same shown frames: Go groups them too
+    (grp,) = group(gs, frozenset({WRAP.function}))
+    assert [m.goid for m in grp.members] == [2, 3, 4, 5, 9, 10]
+    assert grp.frames == (CONSUME,) and grp.created_by == SPAWN
+    assert len(group([*gs, g(11, reason="select")], frozenset({WRAP.function}))) == 2
