@@ -195,19 +195,38 @@ class ProcessMemory:
     """
 
     def __init__(self, pid: int) -> None:
-        try:
-            self._fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
-        except OSError as e:
-            if e.errno in (errno.EACCES, errno.EPERM):
-                raise CannotTrace(f"cannot read the memory of PID {pid}: permission denied "
-                                  "(run as root, or check kernel.yama.ptrace_scope)") from None
-            raise BadInput(f"no process with PID {pid}") from None
         self.pid = pid
         self.failed_reads = 0
         self.vm_readv: _VmReadv | None = _vm_readv  # None: pread only (not permitted, or tests)
         self.syscalls = 0  # reads issued (process_vm_readv calls and preads)
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM):
+                raise BadInput(f"no process with PID {pid}") from None
+            # /proc/PID/mem is root's file (0600): with CAP_SYS_PTRACE alone, only
+            # process_vm_readv may read; try it on the first mapping of the process.
+            if not self._vm_readv_works():
+                raise CannotTrace(f"cannot read the memory of PID {pid}: permission denied "
+                                  "(run as root or with CAP_SYS_PTRACE; check "
+                                  "kernel.yama.ptrace_scope)") from None
+
+    def _vm_readv_works(self) -> bool:
+        try:
+            with open(f"/proc/{self.pid}/maps") as f:
+                first = int(f.readline().split("-", 1)[0], 16)
+        except (OSError, ValueError):
+            return False
+        if self.vm_readv is None:
+            return False
+        _, failed = self.read_batch([first], [8])
+        self.failed_reads -= len(failed)
+        return not failed and self.vm_readv is not None
 
     def read(self, addr: int, size: int) -> bytes | None:
+        if self._fd is None:
+            return self.read_many([(addr, size)])[0]
         self.syscalls += 1
         try:
             data = os.pread(self._fd, size, addr)
@@ -274,7 +293,8 @@ class ProcessMemory:
                 continue
             self.syscalls += 1
             try:
-                got = os.preadv(self._fd, [view[offs[i] : offs[i] + size]], addrs[i])
+                got = -1 if self._fd is None else \
+                    os.preadv(self._fd, [view[offs[i] : offs[i] + size]], addrs[i])
             except (OSError, OverflowError, ValueError):
                 got = -1
             if got != size:
@@ -332,4 +352,6 @@ class ProcessMemory:
         return failed
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -113,3 +113,28 @@ def test_a_pid_reused_while_gotrace_opens_it_is_refused(monkeypatch: pytest.Monk
             common.open_target(target.pid)
     finally:
         assert target.stop() == 0
+
+
+def test_no_bpf_needs_only_the_right_to_read_memory() -> None:
+    """A container that grants CAP_SYS_PTRACE but not BPF: attach --no-bpf and dump work as
+    an unprivileged user with that one capability (process_vm_readv; /proc/PID/mem is
+    root's file)."""
+    binary = build_go(NEWEST, GO_LEAKY_SRC, "plain")
+    target = GoLeaky(str(binary), "-recv", "3")
+    ptrace_only = [*NOBODY[:-1], "--inh-caps=+sys_ptrace", "--ambient-caps=+sys_ptrace"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GOTRACE_BINARY_CACHE": "off"}
+    try:
+        p = subprocess.run([*ptrace_only, sys.executable, "-m", "gotrace", "attach",
+                            str(target.pid), "--no-bpf", "--json", "--threshold", "1s",
+                            "--duration", "3s"], capture_output=True, text=True, cwd="/",
+                           timeout=120, env=env)
+        assert p.returncode == 0, p.stderr
+        final = json_reports(p.stdout)[-1]
+        recv = [s for s in final["suspects"] if s["created_at"]["function"] == "main.leakRecv"]
+        assert [s["count"] for s in recv] == [3]
+        d = subprocess.run([*ptrace_only, sys.executable, "-m", "gotrace", "dump",
+                            str(target.pid), "--json"], capture_output=True, text=True,
+                           cwd="/", timeout=120, env=env)
+        assert d.returncode == 0, d.stderr
+    finally:
+        assert target.stop() == 0
