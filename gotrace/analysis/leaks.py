@@ -25,11 +25,10 @@ from gotrace.frames import Symbols
 from gotrace.live.bpfdefs import const
 from gotrace.live.goroutines import (
     G_WAITING,
+    MAX_FRAMES,
     GoroutineReader,
     GSnapshot,
     Scan,
-    read_g,
-    unwind_parked,
 )
 from gotrace.live.layout import check_layout
 from gotrace.live.process import ProcessMemory, Target
@@ -109,6 +108,17 @@ class LeakSession:
         self.parks.update(scan.goroutines, now)
         self.skipped = scan.skipped
 
+    def add_tracer(self, tracer: LeakTracer) -> None:
+        """Give a memory-only session its creation probe, attached since (`gotrace agent`
+        starts every process without BPF, which needs no compile, and adds the probe to those
+        that stay). Park history is kept; the goroutines live now count as existing at
+        attach, so the counters count from here."""
+        if self.tracer is not None or tracer.park_probe:
+            raise ValueError("add_tracer: a memory-only session takes a creation probe")
+        self.read()
+        self.tracer = tracer
+        self.first_read = set(self.parks.live)
+
     def _scan(self, *, check: bool = False) -> Scan | None:
         """Every goroutine, read now; None when the target ended while read (or what was read
         may belong to another process: a PID reused, or another program after an exec)."""
@@ -143,23 +153,39 @@ class LeakSession:
         return Seeded(len(records), parked, result.already_known, result.table_full,
                       scan.skipped)
 
-    def verify(self, rec: GoroutineRecord) -> Verdict:
-        """Is the suspect still parked where the probes saw it park? Memory has the last word.
+    def verified(self, records: list[GoroutineRecord]) -> Verifier:
+        """Exact park times: is each suspect still parked where the probes saw it park? Memory
+        has the last word (wake-ups are not probed), read for all suspects in one batch.
 
         The parked stack is unwound here, for suspects only, rather than captured in BPF at
         every park: same frames (plus the one a probe-side walk misses), no cost on the
         target's hot path (~0.7 µs per park measured with the probe-side capture).
         """
-        g = read_g(self.mem, self.gb.offsets, rec.gaddr)
-        if g is None:
-            return Verdict(None, self._stacks.get(rec.goid, ()))
-        if g.goid != rec.goid or not g.parked or g.wait_reason != rec.wait_reason:
-            self._stacks.pop(rec.goid, None)
-            return Verdict(False)
-        stack = () if rec.park_stack else tuple(unwind_parked(self.mem, g))
-        if stack:
-            self._stacks[rec.goid] = stack
-        return Verdict(True, stack)
+        now = time.monotonic_ns()
+        threshold = int(self.threshold_s * 1e9)
+        suspects = [r for r in records if r.parked_ns and now - r.parked_ns >= threshold]
+        verdicts: dict[int, Verdict] = {}
+        unwind: list[tuple[GoroutineRecord, GSnapshot]] = []
+        for r, g in zip(suspects, self.goroutines.read_gs([r.gaddr for r in suspects]),
+                        strict=True):
+            if g is None:
+                verdicts[r.goid] = Verdict(None, self._stacks.get(r.goid, ()))
+            elif g.goid != r.goid or not g.parked or g.wait_reason != r.wait_reason:
+                self._stacks.pop(r.goid, None)
+                verdicts[r.goid] = Verdict(False)
+            elif r.park_stack:
+                verdicts[r.goid] = Verdict(True)
+            else:
+                unwind.append((r, g))
+        for (r, _), st in zip(unwind, self.goroutines.stacks([g for _, g in unwind],
+                                                              MAX_FRAMES), strict=True):
+            if st is None:  # it moved while read: it ran
+                self._stacks.pop(r.goid, None)
+                verdicts[r.goid] = Verdict(False)
+            else:
+                self._stacks[r.goid] = tuple(st.pcs)
+                verdicts[r.goid] = Verdict(True, tuple(st.pcs))
+        return lambda rec: verdicts.get(rec.goid, Verdict(None))
 
     def cached(self, rec: GoroutineRecord) -> Verdict:
         """After the target exited: nothing to read, only what the last report saw."""
@@ -172,9 +198,13 @@ class LeakSession:
             self.read()
         now = time.monotonic_ns()
         created = {r.gaddr: r for r in self.tracer.records()} if self.tracer else {}
+        parks = self.parks.parked_longer_than(int(self.threshold_s * 1e9), now)
+        if not target_exited:  # parked stacks, in one batch; one that moved meanwhile ran
+            read = self.goroutines.stacks([p.g for p in parks], MAX_FRAMES)
+            self._stacks = {st.g.goid: tuple(st.pcs) for st in read if st is not None}
+            parks = [p for p, st in zip(parks, read, strict=True) if st is not None]
         records = []
-        stacks: dict[int, tuple[int, ...]] = {}
-        for p in self.parks.parked_longer_than(int(self.threshold_s * 1e9), now):
+        for p in parks:
             g = p.g
             c = created.get(g.gaddr)
             if c is not None and c.goid != g.goid:
@@ -184,10 +214,6 @@ class LeakSession:
                 goid=g.goid, gaddr=g.gaddr, created_ns=born, parked_ns=p.since_ns,
                 gopc=g.gopc, startpc=g.startpc, parent_goid=g.parent_goid,
                 wait_reason=g.wait_reason, create_stack=c.create_stack if c else []))
-            if not target_exited:
-                stacks[g.goid] = tuple(unwind_parked(self.mem, g))
-        if stacks:
-            self._stacks = stacks
         if self.tracer is not None:
             counters = self.tracer.counters()
             counters.exited = max(0, counters.created + len(self.first_read)
@@ -206,7 +232,7 @@ class LeakSession:
             assert self.tracer is not None
             records = self.tracer.records()
             counters = self.tracer.counters()
-            verify: Verifier = self.cached if target_exited else self.verify
+            verify: Verifier = self.cached if target_exited else self.verified(records)
             live = len(records)
         else:
             records, counters, verify = self._from_memory(target_exited)
