@@ -11,6 +11,8 @@ benchmarks/targets/manyg parks N goroutines over five go statements. For each N:
   gotrace process: CPU seconds of the scan itself (median of reps) and that process's peak RSS;
 - suspects: the check attach does at report time, for up to 100,000 suspects at once: their
   gs read again by address in one batch (read_gs) and their parked stacks (stacks), CPU;
+- report: attach --no-bpf's whole final report with every parked goroutine a suspect (the
+  read, stacks, grouping, symbols, the JSON line), wall and CPU;
 - dump (for --dump-counts): `gotrace dump PID` and `gotrace dump PID --json` to /dev/null,
   wall time including start-up, and peak RSS (wait4 of exactly that process).
 
@@ -28,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 from benchmarks.dump_100k import ROOT, Target, build, gotrace_dump
 
@@ -68,7 +71,9 @@ def child(pid: int, reps: int) -> None:
     stats = StackStats()
     stacks = reader.stacks(same, 100, stats)
     suspects_cpu = time.process_time() - c
+    report = leak_report(target, gb)
     print(json.dumps({
+        **report,
         "goroutines": n, "skipped": skipped, "syscalls": mem.syscalls,
         "scan_cpu_s": statistics.median(cpu), "scan_wall_s": statistics.median(wall),
         "suspects": len(addrs), "suspects_parked": len(same),
@@ -76,6 +81,25 @@ def child(pid: int, reps: int) -> None:
         "suspects_cpu_s": suspects_cpu, "suspects_changed": stats.changed,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
+
+
+def leak_report(target: Any, gb: Any) -> dict[str, float]:
+    """attach --no-bpf's whole report with every goroutine a suspect: the read, the stacks,
+    grouping and symbolization, and the JSON line, timed."""
+    from gotrace.analysis.leaks import LeakSession
+    from gotrace.render.json import JsonLinesRenderer
+
+    session = LeakSession(target, gb, None, threshold_s=0.5)
+    session.seed()
+    time.sleep(0.6)
+    with open(os.devnull, "w") as null:
+        c, w = time.process_time(), time.perf_counter()
+        r = session.leak_report(final=True)
+        JsonLinesRenderer(null).render(r)
+        cpu, wall = time.process_time() - c, time.perf_counter() - w
+    session.close()
+    return {"report_suspects": sum(s.count for s in r.suspects), "report_groups": len(r.suspects),
+            "report_cpu_s": cpu, "report_wall_s": wall}
 
 
 def measure_scan(pid: int, reps: int) -> dict[str, float]:
@@ -103,7 +127,8 @@ def main() -> None:
     print(f"reading goroutines from outside vs runtime.Stack(all) · go{args.go} · "
           f"{os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · median of {args.reps}")
     print(f"{'goroutines':>10} │ {'runtime.Stack':>13} │ {'scan CPU':>9} {'scan RSS':>9} │ "
-          f"{'suspects':>8} {'CPU':>7} │ {'dump wall':>9} {'RSS':>7} │ {'--json':>7} {'RSS':>7}")
+          f"{'suspects':>8} {'CPU':>7} │ {'report':>7} │ {'dump wall':>9} {'RSS':>7} │ "
+          f"{'--json':>7} {'RSS':>7}")
     for n in (int(c) for c in args.counts.split(",")):
         started = time.perf_counter()
         target = Target(binary, n)
@@ -136,6 +161,7 @@ def main() -> None:
         print(f"{row['goroutines']:>10,} │ {f('runtime_stack_s', ' s', 3, 11)} │ "
               f"{f('scan_cpu_s', ' s', 3, 7)} {f('peak_rss_mb', ' MB', 0, 6)} │ "
               f"{row['suspects']:>8,} {f('suspects_cpu_s', ' s', 2, 5)} │ "
+              f"{f('report_wall_s', ' s', 2, 5)} │ "
               f"{f('dump_wall_s', ' s', 2, 7)} {f('dump_rss_mb', ' MB', 0, 4)} │ "
               f"{f('dump_json_wall_s', ' s', 2, 5)} {f('dump_json_rss_mb', ' MB', 0, 4)}",
               flush=True)

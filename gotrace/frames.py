@@ -77,6 +77,7 @@ class Symbols:
         self._frames = lru_cache(maxsize=65536)(self._lookup)
         self.stack = lru_cache(maxsize=8192)(self._stack)
         self.creation_stack = lru_cache(maxsize=8192)(self._creation_stack)
+        self.parked = lru_cache(maxsize=8192)(self._parked)
         self._go: dict[int, Frame] = {}
         self._park: dict[int, Frame | None] = {}
 
@@ -116,6 +117,12 @@ class Symbols:
             f = self.pcln.func_at(pc - self.bias)
             exact = f is not None and f.entry == self._async_preempt
         return tuple(f for f in out if f.function != "runtime.goexit")
+
+    def _parked(self, pcs: tuple[int, ...], leaf_is_return: bool = True
+                ) -> tuple[tuple[Frame, ...], Frame | None]:
+        """A parked stack's frames and its parked-at frame (parked_at), once per stack."""
+        frames = self._stack(pcs, leaf_is_return)
+        return frames, parked_at(frames, self.goroot)
 
     def _creation_stack(self, gopc: int, pcs: tuple[int, ...]) -> tuple[Frame, ...]:
         """The go statement (its inlined frames expanded), then its callers: a probe's stack is
