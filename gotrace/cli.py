@@ -146,16 +146,20 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
               help="Include the runtime's own goroutines (GC workers, finalizer...) and "
                    "runtime frames, as GOTRACEBACK=system does.")
 @pprof_option("every goroutine")
+@ignore_options
 def dump(pid: int, as_json: bool, min_wait: float | None, include_system: bool,
-         pprof: str | None) -> None:
+         pprof: str | None, ignore_rules: tuple[str, ...], ignore_files: tuple[str, ...]) -> None:
     """Print every goroutine of PID with its stack, read from outside.
 
     Needs only the right to read the process's memory: no BPF, no signal, the program is not
     stopped. Identical goroutines are grouped as in Go's debug=1 goroutine profile.
     """
+    from gotrace.analysis.ignore import Ignorer, load_rules
     from gotrace.commands.dump import DumpOptions, run
 
-    sys.exit(run(DumpOptions(pid, as_json, min_wait, include_system, pprof)))
+    rules = load_rules(ignore_rules, ignore_files)
+    sys.exit(run(DumpOptions(pid, as_json, min_wait, include_system, pprof,
+                             Ignorer(rules) if rules else None)))
 
 
 @cli.command()
@@ -212,6 +216,75 @@ def hist(pid: int, duration: float, by: str, as_json: bool, max_goroutines: int)
     from gotrace.commands.hist import HistOptions, run
 
     sys.exit(run(HistOptions(pid, duration, by, as_json, max_goroutines)))
+
+
+@cli.command()
+@click.option("--listen", default="127.0.0.1:9464", show_default=True, metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+@click.option("--match", default=None, metavar="REGEX",
+              help="Only Go processes whose executable path or command line matches.")
+@click.option("--threshold", type=DURATION, default="10m", show_default=True,
+              help="Count goroutines parked at least this long as leak suspects.")
+@click.option("--interval", type=DURATION, default="15s", show_default=True,
+              help="How often each process's goroutines are read (the resolution of park "
+                   "times).")
+@click.option("--max-sites", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="go_site label values per process: the sites with the most live "
+                   "goroutines; the rest are summed as 'other'.")
+@click.option("--no-bpf", is_flag=True,
+              help="No probe at all, memory reads only (created/exited then count what the "
+                   "reads see).")
+@click.option("--probe-after", type=DURATION, default="10s", show_default=True,
+              help="Add the creation probe (a BPF compile, ~1 s of CPU) to processes still "
+                   "running after this long; until then memory reads only.")
+@max_goroutines_option
+def agent(listen: str, match: str | None, threshold: float, interval: float, max_sites: int,
+          no_bpf: bool, probe_after: float, max_goroutines: int) -> None:
+    """Trace every Go process of this host continuously; serve Prometheus metrics.
+
+    Go processes are recognised by their build info, traced within about a second of their
+    start and let go when they exit. Runs until Ctrl-C or SIGTERM, then detaches everything.
+    """
+    from gotrace.commands.agent import AgentOptions, run
+
+    sys.exit(run(AgentOptions(listen, match, threshold, interval, max_sites, no_bpf,
+                              probe_after, max_goroutines)))
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--threshold", type=DURATION, default="1s", show_default=True,
+              help="Report goroutines parked at least this long when their program exits.")
+@click.option("--match", default=None, metavar="REGEX",
+              help="Trace the Go programs whose executable path or main package path matches "
+                   "(default: every Go program but the Go toolchain's own).")
+@ignore_options
+@click.option("--junit", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
+              help="Write JUnit XML: one test case per Go program, one failure per leak.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON line per Go program and a summary line on stdout (the command's "
+                   "own stdout then goes to stderr).")
+@click.option("--annotations", type=click.Choice(["github"]), default=None,
+              help="Print a GitHub Actions ::error annotation on each leak's go statement.")
+@click.option("--stacks", is_flag=True, help="Show the creation and parked stacks of each group.")
+@max_goroutines_option
+def run(command: tuple[str, ...], threshold: float, match: str | None,
+        ignore_rules: tuple[str, ...], ignore_files: tuple[str, ...], junit: str | None,
+        as_json: bool, annotations: str | None, stacks: bool, max_goroutines: int) -> None:
+    """Run CMD; report the goroutines each Go program it starts leaves parked at its exit.
+
+    gotrace run [OPTIONS] -- CMD [ARGS...]. Every Go program in CMD's process tree (children
+    included, e.g. the test binaries of `go test`) is traced from its first instruction and
+    held at its exit path while its goroutines are read. Exit status: CMD's own when non-zero,
+    else 1 when leaks remain after the ignore rules, else 0.
+    """
+    from gotrace.analysis.ignore import load_rules
+    from gotrace.commands.run import RunOptions
+    from gotrace.commands.run import run as run_command
+
+    sys.exit(run_command(RunOptions(list(command), threshold, match,
+                                    load_rules(ignore_rules, ignore_files), junit, as_json,
+                                    annotations, stacks, max_goroutines)))
 
 
 def main() -> None:

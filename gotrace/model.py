@@ -120,6 +120,18 @@ def frame_json(f: Frame) -> dict[str, Any]:
     return {"function": f.function, "file": f.file, "line": f.line}
 
 
+@dataclass(frozen=True)
+class Blame:
+    """The commit that last changed a line (`git blame`), as gotrace run names it."""
+
+    commit: str
+    author: str
+    summary: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"commit": self.commit, "author": self.author, "summary": self.summary}
+
+
 @dataclass
 class Suspect:
     """Goroutines parked past the threshold that share a go statement, reason and wait site."""
@@ -134,6 +146,8 @@ class Suspect:
     parked_stack: list[Frame]
     goids: list[int]
     before_attach: int = 0  # members first seen after attach, already parked or created before
+    test: str | None = None  # gotrace run: the TestXxx that made them (None: not under tRunner)
+    blame: Blame | None = None  # gotrace run: the commit that last changed the go statement
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -147,6 +161,8 @@ class Suspect:
             "parked_stack": [frame_json(f) for f in self.parked_stack],
             "goids": self.goids,
             "before_attach": self.before_attach,
+            "test": self.test,
+            "blame": self.blame.to_json() if self.blame else None,
         }
 
 
@@ -189,6 +205,40 @@ class LeakReport:
 
 
 @dataclass
+class ProgramRun:
+    """One Go program `gotrace run` saw start, and what it knew at that program's end."""
+
+    pid: int
+    exe: str  # the executable's path, as the program saw it
+    path: str  # main package path from the build info (`go version -m`)
+    go_version: str
+    traced: bool  # False: left out (the toolchain, --match, or it could not be traced)
+    seen_at_exit: bool = False  # held at runtime.exit and read there
+    exit_code: int | None = None  # the code passed to runtime.exit
+    report: LeakReport | None = None  # read at the exit path
+    note: str = ""  # why it was not traced, or how it ended when not at its exit path
+
+    @property
+    def leaks(self) -> int:
+        return sum(s.count for s in self.report.suspects) if self.report else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "program",
+            "pid": self.pid,
+            "exe": self.exe,
+            "path": self.path,
+            "go_version": self.go_version,
+            "traced": self.traced,
+            "seen_at_exit": self.seen_at_exit,
+            "exit_code": self.exit_code,
+            "leaks": self.leaks,
+            "note": self.note,
+            "report": self.report.to_json() if self.report else None,
+        }
+
+
+@dataclass
 class DumpedGoroutine:
     """One goroutine of `gotrace dump`, read from the target's memory."""
 
@@ -227,6 +277,7 @@ class GoroutineDump:
     below_min_wait: int = 0  # not waiting, or waiting less than min_wait_s
     wait_unknown: int = 0  # waiting, but no GC has dated the wait yet (with --min-wait)
     elapsed_s: float = 0.0  # how long reading took
+    ignored: dict[str, int] = field(default_factory=dict)  # ignore rule -> goroutines hidden
     wrappers: frozenset[str] = frozenset()  # generated functions Go's tracebacks leave out
 
     def to_json(self, *, with_goroutines: bool = True) -> dict[str, Any]:
@@ -239,6 +290,7 @@ class GoroutineDump:
             "below_min_wait": self.below_min_wait,
             "wait_unknown": self.wait_unknown,
             "elapsed_s": round(self.elapsed_s, 3),
+            "ignored": self.ignored,
             "goroutines": [g.to_json() for g in self.goroutines] if with_goroutines else None,
         }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from gotrace.analysis.ignore import Ignorer
 from gotrace.binary.funcinfo import wrapper_functions
 from gotrace.binary.gobinary import GoBinary
 from gotrace.binary.pclntab import Frame
@@ -34,10 +35,13 @@ GO_STATUS = {**STATUS_NAMES, 11: "waiting for cgo callback"}
 
 
 def take_dump(target: Target, gb: GoBinary, *, min_wait_s: float | None = None,
-              include_system: bool = False) -> GoroutineDump:
+              include_system: bool = False, ignore: Ignorer | None = None) -> GoroutineDump:
     mem = ProcessMemory(target.pid)
     try:
-        return _dump(target.pid, gb, mem, target.load_bias(gb.img), min_wait_s, include_system)
+        out = _dump(target.pid, gb, mem, target.load_bias(gb.img), min_wait_s, include_system)
+        if ignore is not None:
+            hide(out, ignore)
+        return out
     except GotraceError:
         if target.alive():
             raise
@@ -85,6 +89,16 @@ def _dump(pid: int, gb: GoBinary, mem: ProcessMemory, bias: int, min_wait_s: flo
         out.elapsed_s = time.monotonic() - started
     out.wrappers = wrapper_functions(gb.pcln)
     return out
+
+
+def hide(dump: GoroutineDump, ignore: Ignorer) -> None:
+    """Leave out the goroutines an ignore rule hides, counted per rule (the go statement
+    alone stands for the creation stack: a dump has no other)."""
+    ignore.reset()
+    dump.goroutines = [g for g in dump.goroutines if not ignore.hidden(
+        existed_at_attach=False, go=g.created_at, start=g.start_function, parked=g.stack,
+        created=(g.created_at,), reason=g.wait_reason or g.status)]
+    dump.ignored = dict(ignore.counts)
 
 
 SHOWN, SYSTEM, SHORT, UNKNOWN_WAIT = "shown", "system", "short", "unknown wait"

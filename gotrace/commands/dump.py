@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 
 from gotrace.analysis.dump import take_dump
+from gotrace.analysis.ignore import Ignorer
 from gotrace.commands.common import open_target
 from gotrace.render.dump import DumpJsonRenderer, DumpTextRenderer
 from gotrace.render.pprof import write_dump_profile
@@ -18,11 +19,13 @@ class DumpOptions:
     min_wait_s: float | None = None
     include_system: bool = False
     pprof: str | None = None
+    ignore: Ignorer | None = None
 
 
 def run(opts: DumpOptions) -> int:
     target, gb = open_target(opts.pid)
-    dump = take_dump(target, gb, min_wait_s=opts.min_wait_s, include_system=opts.include_system)
+    dump = take_dump(target, gb, min_wait_s=opts.min_wait_s, include_system=opts.include_system,
+                     ignore=opts.ignore)
     if opts.json:
         DumpJsonRenderer().render(dump)
     else:

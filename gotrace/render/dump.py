@@ -135,6 +135,7 @@ class DumpTextRenderer:
                              "since they parked; Go runs one at least every 2 minutes)")
         if d.system_hidden:
             parts.append(f"{d.system_hidden:,} runtime goroutines hidden (--all shows them)")
+        parts += [f"ignored {n:,} by {rule!r}" for rule, n in d.ignored.items()]
         parts.append(f"skipped {d.skipped:,}" + (" (changing or unreadable)" if d.skipped else ""))
         parts.append(f"read in {format_duration(d.elapsed_s)}")
         return " · ".join(parts)

@@ -3,11 +3,14 @@ every report says how many each rule hid."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from tests.gobuild import build_go
+from tests.gobuild import ROOT, build_go
 from tests.integration.conftest import GO_VERSIONS
 from tests.integration.goleaky import (
     GO_LEAKY_SRC,
@@ -69,5 +72,25 @@ def test_baseline_hides_the_goroutines_that_existed_at_attach_and_only_them() ->
         # Batch 1, plus go-leaky's own goroutines parked by design (accept loops, signals).
         assert set(final["ignored"]) == {"--baseline"}
         assert final["ignored"]["--baseline"] >= sum(LEAKS.values())
+    finally:
+        assert target.stop() == 0
+
+
+def test_dump_applies_the_same_rules_and_counts_them() -> None:
+    binary = build_go(NEWEST, GO_LEAKY_SRC, "plain")
+    target = GoLeaky(str(binary), "-recv", "3", "-send", "7")
+    try:
+        p = subprocess.run([sys.executable, "-m", "gotrace", "dump", str(target.pid), "--json",
+                            "--ignore", "go:main.leakRecv", "--ignore", "reason:nothing"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert p.returncode == 0, p.stderr
+        d = json.loads(p.stdout)
+        assert d["ignored"] == {"go:main.leakRecv": 3, "reason:nothing": 0}
+        created = [g["created_at"]["function"] for g in d["goroutines"]]
+        assert "main.leakRecv" not in created and created.count("main.leakSend") == 7
+        text = subprocess.run([sys.executable, "-m", "gotrace", "dump", str(target.pid),
+                               "--ignore", "go:main.leakRecv"], capture_output=True, text=True,
+                              cwd=ROOT, timeout=120).stdout
+        assert "ignored 3 by 'go:main.leakRecv'" in text.splitlines()[0]
     finally:
         assert target.stop() == 0
