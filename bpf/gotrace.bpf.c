@@ -3,8 +3,9 @@
  *   G_GOID_OFF, G_STATUS_OFF, G_WAITREASON_OFF, G_GOPC_OFF, G_STARTPC_OFF,
  *   G_PARENT_GOID_OFF (Go 1.21+ only), MAX_GOROUTINES, STACK_ENTRIES, PARK_STACKS (0/1),
  *   CREATE_STACKS (0/1).
- *   KEY_BY_G (0/1): key the table by g address instead of goid (attach with the create
- *   probe alone; park state then comes from the target's memory).
+ *   CREATIONS_ONLY (0/1): attach's default: the create probe alone counts creations and keeps
+ *   each go statement's creation stack (site_stacks); no goroutine table (park state comes
+ *   from the target's memory).
  * Optional parts, all off by default (attach's build is the table alone):
  *   EMIT_EVENTS=1  gotrace tail: one ring-buffer record per event (struct event), with
  *                  RINGBUF_PAGES, EVENT_MASK, MATCH (0/1), NR_STD_RANGES, TEXT_LO/TEXT_HI,
@@ -12,6 +13,8 @@
  *   HIST=1         gotrace hist: log2 histograms of lifetimes and park times in the kernel,
  *                  with HIST_BY_SITE (0/1) and HIST_ENTRIES.
  *   G_M_OFF, M_CURG_OFF: the creator's goid on Go < 1.21 (g0.m.curg at the create hook).
+ *   RUN=1          gotrace run: a build of its own, without the goroutine table (see the
+ *                  section "gotrace run" below); the per-program tracers are the builds above.
  *
  * Hooks (chosen by choose_hooks in gotrace/binary/gobinary.py, on emulated instructions):
  *   on_create_rbx  the `call runqput` in newproc.func1: RBX = the new g, fully initialised
@@ -23,6 +26,95 @@
  */
 #include <uapi/linux/ptrace.h>
 #include "gotrace.h"
+
+#ifndef RUN
+#define RUN 0
+#endif
+
+#if RUN
+/* -- gotrace run (-DRUN=1): follow a process tree, stop each new program before its first
+ * instruction, and hold Go programs at their exit path. ------------------------------------
+ * No runtime offsets are needed: this build holds no goroutine table. User space fills
+ * run_tree with the command's PID; forks of any task of a followed process join it. Each
+ * exec in the tree and each hit of on_run_exit (a uprobe on runtime.exit, attached per traced
+ * program) sends SIGSTOP to the current process and leaves a struct run_stop in run_stops,
+ * keyed by PID, for user space to handle and delete before it sends SIGCONT. The signal is
+ * sent by the task itself on its way back to user mode, so an exec'd program stops before
+ * its first instruction and an exiting one before its exit_group system call. */
+#ifndef RUN_MAX_TASKS
+#define RUN_MAX_TASKS 65536
+#endif
+#ifndef RUN_MAX_STOPS
+#define RUN_MAX_STOPS 4096
+#endif
+#define RUN_SIGSTOP 19
+
+BPF_HASH(run_tree, u32, u8, RUN_MAX_TASKS); /* tids of the followed tree */
+BPF_HASH(run_stops, u32, struct run_stop, RUN_MAX_STOPS);
+BPF_RINGBUF_OUTPUT(run_bell, 1); /* a doorbell: one u32 PID per stop, user space polls it */
+BPF_ARRAY(run_counters, u64, NR_RUN_COUNTERS);
+
+static __always_inline void run_count(int idx)
+{
+    u64 *v = run_counters.lookup(&idx);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+/* Record why, then stop: a stop without its record would never be released. */
+static __always_inline void run_stop(u32 tgid, u32 kind, s32 code)
+{
+    struct run_stop s = {.ts_ns = bpf_ktime_get_ns(), .kind = kind, .code = code};
+    if (run_stops.update(&tgid, &s) != 0) {
+        run_count(RUN_CTR_LOST_STOP);
+        return;
+    }
+    if (bpf_send_signal(RUN_SIGSTOP) != 0) {
+        run_stops.delete(&tgid);
+        run_count(RUN_CTR_LOST_STOP);
+        return;
+    }
+    run_bell.ringbuf_output(&tgid, sizeof(tgid), 0);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!run_tree.lookup(&tgid))
+        return 0;
+    u32 child = args->child_pid; /* a new process, or a thread (removed again at its exit) */
+    u8 one = 1;
+    if (run_tree.update(&child, &one) != 0)
+        run_count(RUN_CTR_LOST_TASK);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (run_tree.lookup(&tgid))
+        run_stop(tgid, RUN_STOP_EXEC, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u32 tid = args->pid;
+    run_tree.delete(&tid);
+    return 0;
+}
+
+/* runtime.exit's first instruction (ABI0: the exit code is the word above the return address). */
+int on_run_exit(struct pt_regs *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s32 code = 0;
+    bpf_probe_read_user(&code, sizeof(code), (void *)(ctx->sp + 8));
+    run_stop(tgid, RUN_STOP_EXIT, code);
+    return 0;
+}
+
+#else /* !RUN: the per-program builds (attach, tail, hist) */
 
 #ifndef MAX_GOROUTINES
 #define MAX_GOROUTINES DEFAULT_MAX_GOROUTINES
@@ -51,11 +143,15 @@
 #ifndef HIST
 #define HIST 0
 #endif
-#ifndef KEY_BY_G
-#define KEY_BY_G 0
+#ifndef CREATIONS_ONLY
+#define CREATIONS_ONLY 0
 #endif
 
+#if CREATIONS_ONLY
+BPF_HASH(goroutines, u64, struct goroutine_record, 1); /* unused by this build */
+#else
 BPF_HASH(goroutines, u64, struct goroutine_record, MAX_GOROUTINES);
+#endif
 #if CREATE_STACKS || PARK_STACKS
 BPF_STACK_TRACE(stacks, STACK_ENTRIES);
 #endif
@@ -289,12 +385,13 @@ static __always_inline void creator_goid(struct pt_regs *ctx, struct goroutine_r
 #endif
 }
 
-#if CREATE_STACKS && CREATE_STACK_EVERY > 1
+#if CREATE_STACKS && (CREATE_STACK_EVERY > 1 || CREATIONS_ONLY)
 struct site_stack {
     s32 stack_id;
     u32 seen;
 };
-BPF_TABLE("lru_hash", u64, struct site_stack, site_stacks, SITE_ENTRIES);
+/* A binary has finitely many go statements: a plain hash (cheaper than an LRU) holds them. */
+BPF_HASH(site_stacks, u64, struct site_stack, SITE_ENTRIES);
 
 static __always_inline int creation_stack(struct pt_regs *ctx, u64 gopc)
 {
@@ -302,7 +399,8 @@ static __always_inline int creation_stack(struct pt_regs *ctx, u64 gopc)
     if (ss && ss->stack_id >= 0 && (++ss->seen & (CREATE_STACK_EVERY - 1)) != 0)
         return ss->stack_id;
     struct site_stack fresh = {.stack_id = capture_stack(ctx), .seen = ss ? ss->seen : 1};
-    site_stacks.update(&gopc, &fresh);
+    if (site_stacks.update(&gopc, &fresh) != 0)
+        count(CTR_LOST_STACK); /* more go statements than SITE_ENTRIES */
     return fresh.stack_id;
 }
 #elif CREATE_STACKS
@@ -342,6 +440,16 @@ static __always_inline int read_creation(u64 g, u64 *goid, struct goroutine_reco
 
 static __always_inline int created(struct pt_regs *ctx, u64 g)
 {
+#if CREATIONS_ONLY
+    /* Count it and keep its go statement's creation stack (one walk in CREATE_STACK_EVERY);
+     * nothing per goroutine: the target's memory tells the rest. */
+    u64 gopc;
+    if (read_u64(g + G_GOPC_OFF, &gopc))
+        return 0;
+    count(CTR_CREATED);
+    creation_stack(ctx, gopc);
+    return 0;
+#else
     u64 goid;
     struct goroutine_record s = {};
     if (read_creation(g, &goid, &s))
@@ -357,12 +465,7 @@ static __always_inline int created(struct pt_regs *ctx, u64 g)
         s.flags |= GF_MATCH;
 #endif
     s.goid = goid;
-#if KEY_BY_G
-    u64 key = g;
-#else
-    u64 key = goid;
-#endif
-    if (goroutines.update(&key, &s) != 0)
+    if (goroutines.update(&goid, &s) != 0)
         count(CTR_LOST_TABLE_FULL);
     count(CTR_CREATED);
 #if EMIT_EVENTS
@@ -370,6 +473,7 @@ static __always_inline int created(struct pt_regs *ctx, u64 g)
         emit(EV_CREATE, s.created_ns, goid, &s, 0, 0);
 #endif
     return 0;
+#endif
 }
 
 int on_create_rbx(struct pt_regs *ctx) { return created(ctx, ctx->bx); }
@@ -472,3 +576,5 @@ int on_wake(struct pt_regs *ctx)
     }
     return 0;
 }
+
+#endif /* RUN */

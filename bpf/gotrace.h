@@ -29,10 +29,8 @@
 
 #define NO_STACK -1
 
-/* One goroutine (GoroutineRecord in Python). Keyed by goid when park and exit are probed
- * (--park-times exact); keyed by the address of its runtime.g with the create probe alone
- * (KEY_BY_G: attach's default), so that a g reused by a new goroutine overwrites the entry of
- * the one that exited and the table never holds more entries than the runtime has gs. */
+/* One live goroutine (GoroutineRecord in Python), keyed by goid (never by g address: g
+ * structs are reused). attach's default build (CREATIONS_ONLY) keeps none. */
 struct goroutine_record {
     __u64 goid;
     __u64 gaddr;       /* address of its runtime.g */
@@ -93,6 +91,22 @@ struct hist_key {
 struct hist_val {
     __u64 count;
     __u64 sum_ns; /* lets user space place percentiles at the mean of a bucket */
+};
+
+/* -- gotrace run (-DRUN=1): why a process of the followed tree is stopped (map "run_stops",
+ * keyed by PID; user space deletes the entry before it sends SIGCONT). */
+#define RUN_STOP_EXEC 1 /* it exec'd a program: stopped before that program's first instruction */
+#define RUN_STOP_EXIT 2 /* a traced Go program reached runtime.exit: held before exit_group */
+
+/* Indices into the array "run_counters". */
+#define RUN_CTR_LOST_TASK 0 /* forks not followed: run_tree was full */
+#define RUN_CTR_LOST_STOP 1 /* stops not made: run_stops full or the signal refused */
+#define NR_RUN_COUNTERS 2
+
+struct run_stop {
+    __u64 ts_ns; /* bpf_ktime_get_ns() when stopped */
+    __u32 kind;  /* RUN_STOP_* */
+    __s32 code;  /* RUN_STOP_EXIT: the exit code passed to runtime.exit */
 };
 
 #endif

@@ -193,11 +193,12 @@ class LeakSession:
 
     def _from_memory(self, target_exited: bool) -> tuple[list[GoroutineRecord], Counters,
                                                           Verifier]:
-        """Suspect records from the park tracker, joined with the probes' creations by g."""
+        """Suspect records from the park tracker; a goroutine created since the attach gets the
+        creation stack last walked at its go statement (the probe walks one in N there)."""
         if not target_exited:
             self.read()
         now = time.monotonic_ns()
-        created = {r.gaddr: r for r in self.tracer.records()} if self.tracer else {}
+        sites = self.tracer.site_stacks() if self.tracer else {}
         parks = self.parks.parked_longer_than(int(self.threshold_s * 1e9), now)
         if not target_exited:  # parked stacks, in one batch; one that moved meanwhile ran
             read = self.goroutines.stacks([p.g for p in parks], MAX_FRAMES)
@@ -206,14 +207,12 @@ class LeakSession:
         records = []
         for p in parks:
             g = p.g
-            c = created.get(g.gaddr)
-            if c is not None and c.goid != g.goid:
-                c = None  # the g was reused after the probe saw its creation
-            born = c.created_ns if c else (0 if g.goid in self.first_read else p.first_seen_ns)
             records.append(GoroutineRecord(
-                goid=g.goid, gaddr=g.gaddr, created_ns=born, parked_ns=p.since_ns,
-                gopc=g.gopc, startpc=g.startpc, parent_goid=g.parent_goid,
-                wait_reason=g.wait_reason, create_stack=c.create_stack if c else []))
+                goid=g.goid, gaddr=g.gaddr,
+                created_ns=0 if g.goid in self.first_read else p.first_seen_ns,
+                parked_ns=p.since_ns, gopc=g.gopc, startpc=g.startpc,
+                parent_goid=g.parent_goid, wait_reason=g.wait_reason,
+                create_stack=sites.get(g.gopc, []) if g.goid not in self.first_read else []))
         if self.tracer is not None:
             counters = self.tracer.counters()
             counters.exited = max(0, counters.created + len(self.first_read)

@@ -162,11 +162,11 @@ class SeedResult:
 class LeakTracer(Tracer):
     """attach's build: the goroutine table alone.
 
-    By default only creations are probed (one hit per goroutine lifecycle, for the creation
-    stack) and the table is keyed by g address: park state comes from the target's memory
-    (analysis/parks.py). With park_probe (--park-times exact) park and exit are probed too and
-    the table is keyed by goid; wake-ups are never probed (memory tells a parked goroutine
-    from a woken one at report time).
+    By default only creations are probed (one hit per goroutine lifecycle), to count them and
+    keep each go statement's creation stack (site_stacks); park state comes from the target's
+    memory (analysis/parks.py). With park_probe (--park-times exact) park and exit are probed
+    too, into a table keyed by goid; wake-ups are never probed (memory tells a parked
+    goroutine from a woken one at report time).
     """
 
     def __init__(self, gb: GoBinary, target: Target, *,
@@ -195,7 +195,7 @@ class LeakTracer(Tracer):
             f"-DSTACK_ENTRIES={STACK_ENTRIES}",
             f"-DPARK_STACKS={int(self.park_stacks)}",
             f"-DCREATE_STACK_EVERY={self.create_stack_every}",
-            f"-DKEY_BY_G={int(not self.park_probe)}",
+            f"-DCREATIONS_ONLY={int(not self.park_probe)}",
         ]
 
     def counters(self) -> Counters:
@@ -215,9 +215,13 @@ class LeakTracer(Tracer):
             self._stack_cache[stack_id] = pcs
         return pcs
 
+    def site_stacks(self) -> dict[int, list[int]]:
+        """go statement (runtime gopc) -> the creation stack last walked there (its PCs)."""
+        return {int(getattr(k, "value", k)): self._stack(v.stack_id)
+                for k, v in _items(self.bpf["site_stacks"])}
+
     def records(self) -> list[GoroutineRecord]:
-        """Every entry (with park_probe: the live goroutines; without: the last goroutine
-        created on each g since attach)."""
+        """The live goroutines in the table (park_probe builds)."""
         return [GoroutineRecord(
             goid=v.goid, gaddr=v.gaddr, created_ns=v.created_ns,
             parked_ns=v.parked_ns, gopc=v.gopc, startpc=v.startpc, parent_goid=v.parent_goid,
@@ -376,3 +380,120 @@ class HistTracer(Tracer):
         """(created while attached and alive, parked and not woken) in the goroutine table."""
         values = [v for _, v in _items(self.bpf["goroutines"])]
         return (sum(1 for v in values if v.created_ns), sum(1 for v in values if v.parked_ns))
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+class RunStop(NamedTuple):
+    """One entry of the BPF map "run_stops": a process of the followed tree, stopped."""
+
+    pid: int
+    kind: int  # RUN_STOP_EXEC or RUN_STOP_EXIT
+    ts_ns: int  # bpf_ktime_get_ns() (CLOCK_MONOTONIC) when it was stopped
+    code: int  # RUN_STOP_EXIT: the exit code passed to runtime.exit
+
+
+class RunTracer:
+    """run's own build (-DRUN=1): follows a process tree, stops each exec'd program before its
+    first instruction and holds traced Go programs at runtime.exit.
+
+    Tracepoints only (sched fork/exec/exit: kprobes may be missing), plus one uprobe per traced
+    program on runtime.exit. No runtime offsets: the per-program goroutine tables are
+    LeakTracer builds of their own.
+    """
+
+    def __init__(self) -> None:
+        self.bpf: Any = None
+        self._holds: dict[int, bytes] = {}  # pid -> BCC's event name of its exit uprobe
+        self._bell = False
+
+    def attach(self) -> None:
+        try:
+            from bcc import BPF
+        except ImportError:
+            raise CannotTrace("BCC is not importable: run sudo scripts/setup") from None
+        src = str(bpf_dir() / "gotrace.bpf.c")
+        err = io.StringIO()
+        try:
+            with capture_stderr(err):
+                self.bpf = BPF(src_file=src.encode(), cflags=[f"-I{bpf_dir()}", "-DRUN=1"])
+        except Exception as e:
+            detail = (err.getvalue().strip().splitlines() or [str(e)])[-1]
+            raise CannotTrace(f"the BPF program did not load: {detail} (see gotrace doctor)") \
+                from None
+        self.bpf["run_bell"].open_ring_buffer(self._ring)
+
+    def _ring(self, ctx: Any, data: Any, size: int) -> None:
+        self._bell = True
+
+    def follow(self, pid: int) -> None:
+        """Add a process to the tree: its forks, and theirs, are followed from now on."""
+        table = self.bpf["run_tree"]
+        table[table.Key(pid)] = table.Leaf(1)
+
+    def wait(self, timeout_s: float) -> None:
+        """Sleep until a stop rings the doorbell or timeout_s passes."""
+        self._bell = False
+        self.bpf.ring_buffer_poll(max(0, int(timeout_s * 1000)))
+
+    def stops(self) -> list[RunStop]:
+        """Every process stopped and not yet released, oldest first."""
+        out = [RunStop(k if isinstance(k, int) else int(k.value), int(v.kind), int(v.ts_ns),
+                       int(v.code))
+               for k, v in _items(self.bpf["run_stops"])]
+        return sorted(out, key=lambda s: s.ts_ns)
+
+    def release(self, pid: int) -> None:
+        """Forget a stop; the caller sends SIGCONT after this (the process cannot stop again
+        while it is stopped, so nothing is lost in between)."""
+        table = self.bpf["run_stops"]
+        with contextlib.suppress(KeyError):
+            del table[table.Key(pid)]
+
+    def hold_at_exit(self, pid: int, exe: str, addr: int) -> None:
+        """The uprobe on runtime.exit of one traced program (addr: link-time address)."""
+        before = set(self.bpf.uprobe_fds)
+        err = io.StringIO()
+        try:
+            with capture_stderr(err):
+                self.bpf.attach_uprobe(name=exe.encode(), addr=addr, fn_name=b"on_run_exit",
+                                       pid=pid)
+        except Exception as e:
+            said = err.getvalue().strip().splitlines()
+            raise CannotTrace(f"cannot attach a uprobe to runtime.exit ({addr:#x}) of PID "
+                              f"{pid}: {said[-1] if said else e}") from None
+        new = set(self.bpf.uprobe_fds) - before
+        if new:
+            self._holds[pid] = new.pop()
+
+    def unhold(self, pid: int) -> None:
+        ev = self._holds.pop(pid, None)
+        if ev is not None and self.bpf is not None:
+            with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), \
+                    contextlib.suppress(Exception):
+                self.bpf.detach_uprobe_event(ev)
+
+    def detach_tree(self) -> None:
+        """Stop following: no exec stops from now on (the maps stay readable)."""
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
+            for tp in (b"sched:sched_process_fork", b"sched:sched_process_exec"):
+                with contextlib.suppress(Exception):
+                    self.bpf.detach_tracepoint(tp)
+
+    def lost(self) -> tuple[int, int]:
+        """(forks not followed, stops not made)."""
+        table = self.bpf["run_counters"]
+        return (int(table[ctypes.c_int(const("RUN_CTR_LOST_TASK"))].value),
+                int(table[ctypes.c_int(const("RUN_CTR_LOST_STOP"))].value))
+
+    def close(self) -> None:
+        """Detach everything: nothing new is stopped afterwards (stops already made remain
+        in run_stops: read them with stops() before closing)."""
+        if self.bpf is None:
+            return
+        bpf, self.bpf = self.bpf, None
+        self._holds.clear()
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), \
+                contextlib.suppress(Exception):
+            bpf.cleanup()
