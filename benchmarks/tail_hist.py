@@ -39,7 +39,7 @@ HITS = {
     ("pingpong", "attach"): 2, ("pingpong", "hist"): 4, ("pingpong", "tail"): 4,
 }
 EVENTS_PER_OP = {"churn": 2, "pingpong": 4}  # tail events: create+exit / 2 parks + 2 wakes
-FUNCS = ("on_create_rbx", "on_run", "on_park", "on_exit")
+FUNCS = ("on_create_rbx", "on_wake", "on_park", "on_exit")
 
 
 def binary() -> str:
@@ -204,6 +204,8 @@ def bpf_runtime(exe: str, seconds: float) -> list[dict[str, Any]]:
 
     builds: dict[str, Any] = {
         "attach (default build)": lambda gb, tg, bias: LeakTracer(gb, tg, create_stack_every=64),
+        "attach --park-times exact": lambda gb, tg, bias: LeakTracer(
+            gb, tg, park_probe=True, create_stack_every=64),
         "hist": lambda gb, tg, bias: HistTracer(gb, tg, by_site=False),
         "hist --by site": lambda gb, tg, bias: HistTracer(gb, tg, by_site=True),
         "tail": lambda gb, tg, bias: EventTracer(gb, tg, bias=bias, kinds=list(Kind)),
