@@ -96,4 +96,4 @@ def banner(err: Console, command: str, target: Target, gb: GoBinary, probes: int
            what: str) -> None:
     """`gotrace CMD attached to PID (exe, version): N uprobes...; what. Ctrl-C to stop.`"""
     err.print(f"[bold]{command}[/] attached to PID {target.pid} ({target.exe_display}, "
-              f"{gb.go_version}): {probes} uprobes{what}")
+              f"{gb.go_version}): {probes} uprobe{'' if probes == 1 else 's'}{what}")
