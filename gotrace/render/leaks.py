@@ -82,7 +82,8 @@ class LeakTableRenderer:
         con.print(table)
         if any(s.before_attach == s.count for s in r.suspects):
             con.print("[dim]≥ parked before attach: these goroutines existed before gotrace "
-                      "attached, so their time counts from the attach (a lower bound)[/]")
+                      "attached, so their time counts from the attach or from the GC that last "
+                      "saw them parked (a lower bound)[/]")
         if self.stacks:
             for i, s in enumerate(r.suspects, 1):
                 self._stacks(i, s)
