@@ -1,5 +1,10 @@
 // workload: the Go programs scripts/bench measures, one mode per workload.
 //
+// Server handlers: plain (writes a line; net/http itself still starts one goroutine per request,
+// the connection's background read) and spawn (the handler also starts one goroutine and waits
+// for it, errgroup style: one more goroutine lifecycle per request, the pattern that made the
+// old attach cost a lot).
+//
 // Every mode prints "pid=<PID>" and then waits for SIGUSR1 before it starts measuring, so the
 // harness can attach a tracer first. It then runs for -duration and prints one JSON line with
 // what it did. The load generator (-mode load) is a separate process: the server alone is traced.
@@ -9,6 +14,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"net/http"
@@ -99,15 +105,32 @@ func handler(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "hello from the traced server\n")
 }
 
+// spawnHandler starts one goroutine per request and waits for it (errgroup style): a small piece
+// of work (a hash of the path) done in the goroutine, its result written by the handler.
+func spawnHandler(w http.ResponseWriter, r *http.Request) {
+	served.Add(1)
+	var wg sync.WaitGroup
+	var sum uint32
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h := fnv.New32a()
+		_, _ = io.WriteString(h, r.URL.Path)
+		sum = h.Sum32()
+	}()
+	wg.Wait()
+	_, _ = fmt.Fprintf(w, "hello from the traced server %08x\n", sum)
+}
+
 // server serves HTTP on addr and counts requests served during the measured window.
-func server(addr string, d time.Duration, ready chan<- struct{}) int64 {
+func server(addr string, h http.HandlerFunc, ready chan<- struct{}) int64 {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	fmt.Printf("listening=%s\n", ln.Addr())
-	go func() { _ = http.Serve(ln, http.HandlerFunc(handler)) }()
+	go func() { _ = http.Serve(ln, h) }()
 	close(ready)
 	return 0
 }
@@ -141,22 +164,35 @@ func load(addr string, conc int, d time.Duration) (int64, int64) {
 
 func main() {
 	mode := flag.String("mode", "churn", "calibrate | churn | pingpong | server | load")
+	handlerName := flag.String("handler", "plain", "server: plain | spawn (a goroutine per request)")
 	duration := flag.Duration("duration", 3*time.Second, "measured time")
 	addr := flag.String("addr", "127.0.0.1:0", "server address (server, load)")
 	conc := flag.Int("c", 8, "load: concurrent connections")
 	goTrace := flag.String("trace", "", "write Go's execution trace here while measuring")
+	linger := flag.Duration("linger", 0, "stay alive this long after printing the result "+
+		"(until SIGTERM), so a tracer can make its final report while the process still exists")
 	flag.Parse()
 
 	fmt.Printf("pid=%d\n", os.Getpid())
 	ready := make(chan struct{})
 	if *mode == "server" {
-		server(*addr, *duration, ready)
+		h := handler
+		switch *handlerName {
+		case "plain":
+		case "spawn":
+			h = spawnHandler
+		default:
+			fmt.Fprintln(os.Stderr, "unknown handler", *handlerName)
+			os.Exit(2)
+		}
+		server(*addr, h, ready)
 	}
 	start := make(chan os.Signal, 1)
 	signal.Notify(start, syscall.SIGUSR1)
 	fmt.Println("waiting")
 	<-start
 
+	stopTrace := func() {}
 	if *goTrace != "" {
 		f, err := os.Create(*goTrace)
 		if err != nil {
@@ -167,7 +203,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		defer func() { trace.Stop(); f.Close() }()
+		stopTrace = func() { trace.Stop(); f.Close() }
 	}
 	t0 := time.Now()
 	var ops, errs int64
@@ -189,10 +225,14 @@ func main() {
 		os.Exit(2)
 	}
 	secs := time.Since(t0).Seconds()
+	stopTrace()
 	out, _ := json.Marshal(result{Mode: *mode, Ops: ops, Seconds: secs,
 		NsPerOp: secs * 1e9 / float64(max64(ops, 1)), OpsPerS: float64(ops) / secs,
 		Errors: errs, Traced: *goTrace != ""})
 	fmt.Println(string(out))
+	if *linger > 0 {
+		time.Sleep(*linger) // SIGTERM's default action ends it sooner
+	}
 }
 
 func max64(a, b int64) int64 {
