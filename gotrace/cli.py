@@ -238,17 +238,23 @@ def hist(pid: int, duration: float, by: str, as_json: bool, max_goroutines: int)
               help="Add the creation probe (a BPF compile, ~1 s of CPU) to processes still "
                    "running after this long; until then memory reads only.")
 @max_goroutines_option
+@ignore_options
+@click.option("--baseline", is_flag=True,
+              help="Hide the goroutines that existed when a process began to be traced.")
 def agent(listen: str, match: str | None, threshold: float, interval: float, max_sites: int,
-          no_bpf: bool, probe_after: float, max_goroutines: int) -> None:
+          no_bpf: bool, probe_after: float, max_goroutines: int, ignore_rules: tuple[str, ...],
+          ignore_files: tuple[str, ...], baseline: bool) -> None:
     """Trace every Go process of this host continuously; serve Prometheus metrics.
 
     Go processes are recognised by their build info, traced within about a second of their
     start and let go when they exit. Runs until Ctrl-C or SIGTERM, then detaches everything.
     """
+    from gotrace.analysis.ignore import load_rules
     from gotrace.commands.agent import AgentOptions, run
 
     sys.exit(run(AgentOptions(listen, match, threshold, interval, max_sites, no_bpf,
-                              probe_after, max_goroutines)))
+                              probe_after, max_goroutines,
+                              tuple(load_rules(ignore_rules, ignore_files)), baseline)))
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})

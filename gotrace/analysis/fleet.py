@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from gotrace.analysis.ignore import Ignorer, Rule
 from gotrace.analysis.leaks import LeakSession
 from gotrace.binary.gobinary import GoBinary
 from gotrace.binary.pclntab import Frame
@@ -98,6 +99,7 @@ class Figures:
     created: int
     exited: int
     lost: dict[str, int]  # every reason of LOST_REASONS
+    ignored: dict[str, int] = field(default_factory=dict)  # ignore rule -> goroutines hidden
 
 
 @dataclass
@@ -222,6 +224,8 @@ class FleetOptions:
     max_sites: int = 20
     probe_after_s: float | None = 10.0  # None: never compile a probe (--no-bpf)
     max_goroutines: int = DEFAULT_MAX_GOROUTINES
+    ignore: tuple[Rule, ...] = ()  # --ignore and --ignore-file, as attach applies them
+    baseline: bool = False  # hide what existed when tracing began
 
 
 class Fleet:
@@ -277,7 +281,8 @@ class Fleet:
         gb = None
         try:
             gb = self.binaries.acquire(proc.exe_key, target)
-            session = LeakSession(target, gb, None, threshold_s=self.opts.threshold_s)
+            session = LeakSession(target, gb, None, threshold_s=self.opts.threshold_s,
+                                  ignore=Ignorer(list(self.opts.ignore), self.opts.baseline))
         except GotraceError as e:
             if gb is not None:
                 self.binaries.release(proc.exe_key)
@@ -362,7 +367,8 @@ class Fleet:
             raw["memory_reads"] = max(0, raw["memory_reads"] - s.skipped)  # kernel's part
             lost = {k: t.lost[k].update(n) for k, n in raw.items()}
             lost["memory_reads"] += t.unreadable
-        return Figures(t.labels, len(s.parks.live), sites, suspects, created, exited, lost)
+        return Figures(t.labels, len(s.parks.live), sites, suspects, created, exited, lost,
+                       dict(report.ignored) if report is not None else {})
 
     def _take_probes(self) -> bool:
         if self.worker is None:

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from gotrace import __version__
 from gotrace.analysis.fleet import Fleet, FleetOptions
+from gotrace.analysis.ignore import Rule
 from gotrace.commands.common import StopSignal
 from gotrace.durations import format_duration
 from gotrace.errors import BadInput
@@ -34,6 +35,8 @@ class AgentOptions:
     no_bpf: bool = False
     probe_after_s: float = 10.0
     max_goroutines: int = DEFAULT_MAX_GOROUTINES
+    ignore: tuple[Rule, ...] = ()
+    baseline: bool = False
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -67,7 +70,7 @@ def run(opts: AgentOptions) -> int:
 
     fleet = Fleet(FleetOptions(opts.threshold_s, opts.interval_s, opts.max_sites,
                                None if opts.no_bpf else opts.probe_after_s,
-                               opts.max_goroutines), log)
+                               opts.max_goroutines, opts.ignore, opts.baseline), log)
     registry = CollectorRegistry()
     registry.register(FleetCollector(fleet.snapshot, __version__))
     ProcessCollector(registry=registry)  # the agent's own memory and file descriptors

@@ -65,6 +65,9 @@ class FleetCollector(Collector):
             exited=counter("gotrace_goroutines_exited", "Goroutines exited since tracing began."),
             lost=counter("gotrace_events_lost",
                          "Goroutines, events or reads dropped, by reason.", "reason"),
+            ignored=gauge("gotrace_ignored_goroutines",
+                          "Goroutines parked past --threshold that an ignore rule hid, per "
+                          "rule.", "rule"),
             targets=GaugeMetricFamily("gotrace_targets", "Go processes traced now."),
             build=GaugeMetricFamily("gotrace_build_info", "gotrace's version.",
                                     labels=["version"]),
@@ -89,6 +92,8 @@ class FleetCollector(Collector):
             fams.exited.add_metric(base, f.exited)
             for reason in LOST_REASONS:
                 fams.lost.add_metric([*base, reason], f.lost.get(reason, 0))
+            for rule, n in f.ignored.items():
+                fams.ignored.add_metric([*base, rule], n)
         fams.targets.add_metric([], len(figures))
         fams.build.add_metric([self.version], 1)
         yield from fams.all()
@@ -102,9 +107,10 @@ class _Families:
     created: CounterMetricFamily
     exited: CounterMetricFamily
     lost: CounterMetricFamily
+    ignored: GaugeMetricFamily
     targets: GaugeMetricFamily
     build: GaugeMetricFamily
 
     def all(self) -> list[Metric]:
         return [self.live, self.sites, self.suspects, self.created, self.exited, self.lost,
-                self.targets, self.build]
+                self.ignored, self.targets, self.build]

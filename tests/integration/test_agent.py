@@ -579,3 +579,23 @@ def test_churn_keeps_memory_and_fds_steady(tmp_path: Path) -> None:
           f"{max(n for _, n in samples)}, end {end[1]}")
     assert max(half) - max(first) < 16 * 1024, (baseline, samples, end)
     assert end[0] - baseline[0] < 64 * 1024, (baseline, samples, end)
+
+
+def test_ignore_rules_hide_and_count_per_rule(tmp_path: Path) -> None:
+    """The agent takes attach's ignore rules: the hidden leak leaves gotrace_leak_suspects and
+    shows, counted, in gotrace_ignored_goroutines{rule}."""
+    binary = copy_binary(build_go(VERSION, TARGETS / "parkers", "plain"), tmp_path)
+    p = run_parkers(binary)
+    agent = Agent(f"^{re.escape(str(tmp_path))}/", "--threshold", "1s", "--interval", "1s",
+                  "--no-bpf", "--ignore", "parked:main.leak.func1")
+    try:
+        agent.traced(p.pid)
+        line = f'gotrace_ignored_goroutines{{container_id="",exe="{Path(binary).name}",' \
+               f'pid="{p.pid}",pod_uid="",rule="parked:main.leak.func1"}} 3.0'
+        wait_until("the rule's count", lambda: line in agent.metrics(), timeout=60)
+        text = agent.metrics()
+        assert f"main.go:{parkers_leak_go_line()}" not in "\n".join(
+            x for x in text.splitlines() if x.startswith("gotrace_leak_suspects"))
+    finally:
+        assert agent.stop() == 0
+        assert stop_process(p) == 0
