@@ -1,0 +1,5 @@
+//go:build fixed
+
+package leaky
+
+const fixed = true
