@@ -99,7 +99,7 @@ def target_lines(line: Lines, pid: int) -> None:
     for h in gb.hooks:
         f = gb.pcln.func_at(h.addr)
         where = f"{f.name}+{h.addr - f.entry:#x}" if f else f"{h.addr:#x}"
-        used_by = {"create": " (every command)", "wake": " (tail and hist only)"}.get(
+        used_by = {"create": " (attach, tail, hist)", "wake": " (tail and hist only)"}.get(
             h.event, " (tail, hist and attach --park-times exact)")
         line("ok" if h.emulated else "slow", f"hook {h.event}", f"{where}: {h.why}{used_by}",
              "" if h.emulated else "none needed, but this probe is single-stepped (~10x the "
