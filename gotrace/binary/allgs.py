@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from capstone import x86_const
 
-from gotrace.binary.disasm import Code, x86_decoder
+from gotrace.binary.disasm import MAX_DECODE, Code, x86_decoder
 from gotrace.binary.elf import ElfImage
 from gotrace.binary.pclntab import Pclntab
 from gotrace.errors import BadInput
@@ -29,8 +29,6 @@ class AllgsAddrs:
     allglen: int  # uintptr, stored after allgptr
     allgptr: int  # **g, the array, stored before allglen
     source: str
-
-
 
 
 def from_symbols(img: ElfImage) -> AllgsAddrs | None:
@@ -47,6 +45,8 @@ def decode_allgadd(code: Code, start: int, end: int) -> AllgsAddrs | None:
     rip_targets: list[int] = []  # every RIP-relative address the body reads or writes
     lea: dict[int, int] = {}  # register -> address most recently loaded into it by LEA
     atomic_stores: list[int] = []
+    if not 0 <= end - start <= MAX_DECODE:
+        return None
     for ins in x86_decoder().disasm(code.read(start, end - start), start):
         ops = ins.operands
         for op in ops:

@@ -7,7 +7,6 @@ so it is the one version source that works on stripped binaries. Format per
 
 from __future__ import annotations
 
-import ast
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -99,6 +98,8 @@ def _find_blob(img: ElfImage) -> tuple[int, int] | None:
             continue
         start = seg.offset
         end = min(seg.offset + seg.filesz, len(data))
+        if start >= end:  # outside the file (mmap.find takes no offset past 2**63)
+            continue
         pos = data.find(MAGIC, start, end)
         while pos >= 0:
             if (pos - seg.offset + seg.vaddr) % 16 == 0:
@@ -176,13 +177,34 @@ def _parse_modinfo(vers: str, mod: bytes) -> BuildInfo:
     return BuildInfo(go_version=vers, path=path, settings=settings)
 
 
+_ESCAPE = re.compile(r"\\(?:([abfnrtv\\'\"])|x([0-9a-fA-F]{2})|([0-7]{3})|u([0-9a-fA-F]{4})"
+                     r"|U([0-9a-fA-F]{8}))")
+_QUOTED_BODY = re.compile(r"(?:[^\"\\\n]|" + _ESCAPE.pattern + r")*")
+_SIMPLE = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+           "\\": "\\", "'": "'", '"': '"'}
+
+
 def _unquote(s: str) -> str:
-    """Undo Go's strconv.Quote on build settings that contain spaces or quotes."""
-    if len(s) >= 2 and s[0] == '"' and s[-1] == '"':
-        try:
-            v = ast.literal_eval(s)
-        except (ValueError, SyntaxError):
-            return s
-        if isinstance(v, str):
-            return v
-    return s
+    """Undo Go's strconv.Quote on build settings that contain spaces or quotes.
+
+    Go's escapes only, decoded by regular expressions: never a Python parser (ast.literal_eval
+    on a crafted setting raised RecursionError or MemoryError). Anything else stays as is.
+    """
+    if len(s) < 2 or s[0] != '"' or s[-1] != '"':
+        return s
+    body = s[1:-1]
+    if _QUOTED_BODY.fullmatch(body) is None:
+        return s
+    try:
+        return _ESCAPE.sub(_unescape, body)
+    except ValueError:  # \U beyond Unicode
+        return s
+
+
+def _unescape(m: re.Match[str]) -> str:
+    simple, hx, octal, u4, u8 = m.groups()
+    if simple:
+        return _SIMPLE[simple]
+    if hx or octal:
+        return chr(int(hx, 16) if hx else int(octal, 8) & 0xFF)
+    return chr(int(u4 or u8, 16))

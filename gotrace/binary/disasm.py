@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import capstone
 from capstone import x86_const
 
+from gotrace.errors import BadInput
+
 
 class Code(Protocol):
     """Anything that reads bytes by virtual address (an ElfImage, or a test's fake)."""
@@ -32,6 +34,9 @@ _ARG_REGS = {
     x86_const.X86_REG_R11, x86_const.X86_REG_R14, x86_const.X86_REG_RSP, x86_const.X86_REG_RDX,
 }
 _EMULATED_JUMPS = {"jmp", "call"}  # plus every jcc (conditional jump), and nop
+# The runtime functions gotrace decodes are a few KB at most; decoding with operand details
+# costs ~20 us an instruction, so a table claiming megabytes would stall for minutes.
+MAX_DECODE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -59,22 +64,36 @@ def x86_decoder() -> Any:
     return cs
 
 
-def decode(img: Code, start: int, end: int) -> list[Insn]:
-    """Linear sweep of [start, end); Go puts no data inside amd64 function bodies."""
+def decode(img: Code, start: int, end: int, *, regs: bool = True,
+           limit: int | None = None) -> list[Insn]:
+    """Linear sweep of [start, end); Go puts no data inside amd64 function bodies.
+
+    regs=False leaves `regs_written` empty: asking capstone for it is a good part of the cost
+    of a sweep, and only the entry probe needs it. limit: stop after that many instructions.
+    """
+    if not 0 <= end - start <= MAX_DECODE:
+        raise BadInput(f"the function at {start:#x} spans {end - start:,} bytes: not one "
+                       "gotrace decodes (a corrupt symbol table?)")
     code = img.read(start, end - start)
     out: list[Insn] = []
+    branch = (capstone.CS_GRP_JUMP, capstone.CS_GRP_CALL)
     for ins in x86_decoder().disasm(code, start):
         target = None
-        if ins.group(capstone.CS_GRP_JUMP) or ins.group(capstone.CS_GRP_CALL):
+        groups = ins.groups  # one copy out of capstone, not one per group() asked
+        if branch[0] in groups or branch[1] in groups:
             ops = ins.operands
             if ops and ops[0].type == x86_const.X86_OP_IMM:
                 target = int(ops[0].imm)
-        try:
-            _, written = ins.regs_access()
-        except capstone.CsError:
-            written = []
+        written: list[int] = []
+        if regs:
+            try:
+                _, written = ins.regs_access()
+            except capstone.CsError:
+                written = []
         out.append(Insn(ins.address, ins.size, ins.mnemonic, ins.op_str, target,
                         frozenset(written)))
+        if limit is not None and len(out) >= limit:
+            break
     return out
 
 
@@ -90,7 +109,7 @@ def is_emulated(insn: Insn) -> bool:
 
 def entry_probe(img: Code, start: int, end: int, max_insns: int = 6) -> ProbePoint:
     """The cheapest safe address at which the registers still hold the function's arguments."""
-    insns = decode(img, start, min(end, start + 64))
+    insns = decode(img, start, min(end, start + 64), limit=max(max_insns, 1))
     if not insns:
         return ProbePoint(start, False, "could not decode the entry")
     if is_emulated(insns[0]):
@@ -105,10 +124,11 @@ def entry_probe(img: Code, start: int, end: int, max_insns: int = 6) -> ProbePoi
 
 def call_sites(img: Code, start: int, end: int, target: int) -> list[int]:
     """Addresses of `call target` inside [start, end)."""
-    return [i.addr for i in decode(img, start, end) if i.mnemonic == "call" and i.target == target]
+    return [i.addr for i in decode(img, start, end, regs=False)
+            if i.mnemonic == "call" and i.target == target]
 
 
 def ret_sites(img: Code, start: int, end: int) -> list[int]:
     """Addresses of every RET: return probes go there, never a uretprobe
     (docs/go-runtime.md#why-never-a-uretprobe)."""
-    return [i.addr for i in decode(img, start, end) if i.mnemonic == "ret"]
+    return [i.addr for i in decode(img, start, end, regs=False) if i.mnemonic == "ret"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import struct
 import zlib
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gotrace.binary.elf import ElfImage
+from gotrace.binary.elf import ElfImage, inflate
 from gotrace.errors import BadInput
 
 _TAG_STRUCT = 0x13
@@ -66,31 +67,53 @@ def struct_members(img: ElfImage, names: Iterable[str]) -> dict[str, dict[str, i
             if len(found) == len(wanted):
                 break
         return found
-    except (_Malformed, struct.error, IndexError, KeyError, ValueError, zlib.error) as e:
+    except (_Malformed, struct.error, IndexError, KeyError, ValueError, OverflowError,
+            zlib.error) as e:
         raise BadInput(f"{img.name}: DWARF unreadable ({e or type(e).__name__}); "
                        "strip it (-ldflags=-w) or report a bug") from None
 
 
 def _units_with(info: bytes, units: list[_Unit], name: bytes) -> list[_Unit]:
-    out = []
+    """Units whose bytes hold `name`; by bisection (units are in order): a file with many
+    units and many copies of the name must not cost their product."""
+    starts = [u.start for u in units]
+    out: dict[int, _Unit] = {}
     pos = info.find(name + b"\0")
     while pos >= 0:
-        out += [u for u in units if u.start <= pos < u.end and u not in out]
+        i = bisect_right(starts, pos) - 1
+        if i >= 0 and pos < units[i].end:
+            out.setdefault(i, units[i])
         pos = info.find(name + b"\0", pos + 1)
-    return out
+    return list(out.values())
 
 
 def _section(img: ElfImage, name: str) -> bytes | None:
-    """A debug section, decompressed (SHF_COMPRESSED by pyelftools, or the old .zdebug_)."""
-    data = img.section_bytes(f".{name}")
+    """A debug section, decompressed (SHF_COMPRESSED by ElfImage, or the old .zdebug_)."""
+    try:
+        data = img.section_bytes(f".{name}")
+        z = None if data is not None else img.section_bytes(f".z{name}")
+    except BadInput as e:  # a corrupt compressed section: the DWARF is what is unreadable
+        raise _Malformed(e.message) from None
     if data is not None:
         return data
-    z = img.section_bytes(f".z{name}")
     if z is None:
         return None
     if z[:4] != b"ZLIB" or len(z) < 12:
         raise _Malformed(f".z{name} is not ZLIB-compressed")
-    return zlib.decompress(z[12:])
+    try:  # the size is big-endian after the magic; a zip bomb is refused before inflating
+        return inflate(z[12:], int.from_bytes(z[4:12], "big"), f".z{name}")
+    except BadInput as e:
+        raise _Malformed(e.message) from None
+
+
+_MAX_NAME = 1 << 12  # a type or member name; runtime.g's are short
+
+
+def _cstring(buf: bytes, p: int) -> str:
+    """The NUL-terminated name at p, cut at _MAX_NAME bytes (no struct we look for has a
+    longer name): many names that all scan to one distant NUL would cost their product."""
+    end = buf.find(b"\0", p, p + _MAX_NAME)
+    return buf[p : end if end >= 0 else p + _MAX_NAME].decode("utf-8", "replace")
 
 
 def _uleb(buf: bytes, p: int) -> tuple[int, int]:
@@ -134,6 +157,9 @@ class _Reader:
         self.abbrev = abbrev
         self._abbrevs: dict[int, dict[int, _Abbrev]] = {}
         self._str: bytes | None = None
+        # Abbreviation bytes parsed so far: each unit names its table by offset, and tables
+        # that start inside one another (a crafted file) would be parsed once per unit.
+        self._abbrev_budget = 4 * len(abbrev) + (1 << 16)
 
     def units(self) -> list[_Unit]:
         info = self.info
@@ -174,27 +200,32 @@ class _Reader:
         table = self._abbrevs.get(off)
         if table is not None:
             return table
+        if self._abbrev_budget <= 0:
+            raise _Malformed("abbreviation tables overlap")
         buf = self.abbrev
         table = {}
         p = off
-        while True:
-            code, p = _uleb(buf, p)
-            if code == 0:
-                break
-            tag, p = _uleb(buf, p)
-            children = buf[p] == 1
-            p += 1
-            specs: list[_Spec] = []
+        try:
             while True:
-                attr, p = _uleb(buf, p)
-                form, p = _uleb(buf, p)
-                implicit = 0
-                if form == 0x21:  # implicit_const: the value lives here
-                    implicit, p = _sleb(buf, p)
-                if attr == 0 and form == 0:
+                code, p = _uleb(buf, p)
+                if code == 0:
                     break
-                specs.append((attr, form, implicit))
-            table[code] = (tag, children, specs)
+                tag, p = _uleb(buf, p)
+                children = buf[p] == 1
+                p += 1
+                specs: list[_Spec] = []
+                while True:
+                    attr, p = _uleb(buf, p)
+                    form, p = _uleb(buf, p)
+                    implicit = 0
+                    if form == 0x21:  # implicit_const: the value lives here
+                        implicit, p = _sleb(buf, p)
+                    if attr == 0 and form == 0:
+                        break
+                    specs.append((attr, form, implicit))
+                table[code] = (tag, children, specs)
+        finally:
+            self._abbrev_budget -= p - off
         self._abbrevs[off] = table
         return table
 
@@ -227,12 +258,12 @@ class _Reader:
     def _string(self, form: int, p: int, u: _Unit) -> str | None:
         info = self.info
         if form == 0x08:
-            return info[p : info.index(b"\0", p)].decode("utf-8", "replace")
+            return _cstring(info, p)
         if form == 0x0E:  # strp into .debug_str
             if self._str is None:
                 self._str = _section(self.img, "debug_str") or b""
             (off,) = struct.unpack_from("<I" if u.offset_size == 4 else "<Q", info, p)
-            return self._str[off : self._str.index(b"\0", off)].decode("utf-8", "replace")
+            return _cstring(self._str, off)
         return None  # strx and friends: not used by Go for type names
 
     def _const(self, form: int, p: int, implicit: int) -> int | None:

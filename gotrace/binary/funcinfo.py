@@ -10,6 +10,7 @@ numbering otherwise changes between releases, so its value is read from this bin
 from __future__ import annotations
 
 from gotrace.binary.pclntab import Pclntab
+from gotrace.errors import BadInput
 
 
 def wrapper_functions(pcln: Pclntab) -> frozenset[str]:
@@ -17,7 +18,7 @@ def wrapper_functions(pcln: Pclntab) -> frozenset[str]:
     funcs = pcln.functions()
     try:
         ids = pcln.func_ids()
-    except IndexError:
+    except BadInput:
         return frozenset()
     anchor = pcln.lookup("runtime.systemstack_switch")
     if anchor is None:

@@ -53,6 +53,14 @@ class GoBinary:
              use_cache: bool = True) -> GoBinary:
         """Read a Go executable; errors name it as the user knows it (display_name)."""
         img = ElfImage(path, display_name)
+        try:
+            return cls._open(path, img, use_cache)
+        except BaseException:
+            img.close()  # a long-lived caller must not keep a mapping per rejected file
+            raise
+
+    @classmethod
+    def _open(cls, path: str, img: ElfImage, use_cache: bool) -> GoBinary:
         if img.machine != "EM_X86_64":
             raise BadInput(f"{img.name}: {img.machine} binaries are not supported yet "
                            "(gotrace probes x86-64)")

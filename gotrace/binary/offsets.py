@@ -13,6 +13,9 @@ from gotrace.binary.elf import ElfImage
 from gotrace.errors import BadInput
 
 SUPPORTED_MINORS = range(19, 28)  # Go 1.19 ... 1.27
+# runtime.g is ~450 bytes in every release: an offset from DWARF beyond this is corrupt, and
+# would size the memory reads of every goroutine (gotrace/live/goroutines.py).
+_MAX_G_OFFSET = 1 << 12
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,11 @@ def dwarf_offsets(img: ElfImage) -> GOffsets | None:
     gobuf = members.get("runtime.gobuf")
     if not g or not gobuf:
         return None
+    for struct_name, fields in members.items():
+        for name, off in fields.items():
+            if not 0 <= off < _MAX_G_OFFSET:
+                raise BadInput(f"{img.name}: DWARF puts {struct_name}.{name} at offset {off}, "
+                               "outside any runtime.g; strip it (-ldflags=-w) or report a bug")
     try:
         sched = g["sched"]
         return GOffsets(

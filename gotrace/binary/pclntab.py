@@ -45,6 +45,7 @@ _HEADER_SIZE = 8 + 8 * 8
 _PF_X = 0x1
 _MAX_INLINE_DEPTH = 256  # a longer parent chain means a corrupt tree; Go's limit is far lower
 _PCVALUE_CACHE_MAX = 1 << 16
+_MAX_NAME = 1 << 16  # bytes of a function or file name; generic instantiations reach a few KB
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,10 @@ class Pclntab:
         self._by_name: dict[str, Func] | None = None
         self._recs: dict[int, _FuncRec] = {}
         self._pcvalue_cache: dict[int, tuple[list[int], list[int]]] = {}
+        # Bytes of pc-value tables decoded since the cache was last emptied. Real tables do
+        # not overlap, so decoding each once reads pctab once; tables that start inside one
+        # another (a crafted file) would make decoding quadratic: beyond this, it stops.
+        self._decode_budget = self._decode_budget_max = 4 * len(self._buf) + (1 << 20)
         self._files: dict[int, str] = {}
         self._inl_names: dict[int, str] = {}
 
@@ -195,6 +200,8 @@ class Pclntab:
         for seg in segs:
             start = seg.offset
             end = min(seg.offset + seg.filesz, len(data))
+            if start >= end:  # outside the file (mmap.find takes no offset past 2**63)
+                continue
             for magic in (MAGIC_GO120, MAGIC_GO119, *_OLD_MAGICS):
                 pat = struct.pack("<IBB", magic, 0, 0)
                 pos = data.find(pat, start, end)
@@ -232,6 +239,8 @@ class Pclntab:
         The moduledata pointers hold link-time addresses in the file even in PIE (they are also
         covered by R_*_RELATIVE relocations), so the pattern works for every build mode.
         """
+        if self.header_addr + hdr.funcname >= 1 << 64:  # no 64-bit pointer can hold it
+            return None
         pat = struct.pack("<QQ", self.header_addr, self.header_addr + hdr.funcname)
         data = img.data
         ranges: list[tuple[int, int, int]] = []  # (file start, file end, vaddr of file start)
@@ -247,6 +256,8 @@ class Pclntab:
         ]
         for start, end, vaddr in ranges:
             end = min(end, len(data))
+            if start >= end:  # outside the file (mmap.find takes no offset past 2**63)
+                continue
             pos = data.find(pat, start, end)
             while pos >= 0:
                 addr = pos - start + vaddr
@@ -418,7 +429,10 @@ class Pclntab:
         `_func` ends with {funcID u8, flag u8, _ u8, nfuncdata u8} in every layout since Go 1.18.
         """
         buf, base, at = self._buf, self._hdr.pcln, self._func_size - 4
-        return [buf[base + fo + at] for fo in self._func_offs[: len(self.functions())]]
+        try:
+            return [buf[base + fo + at] for fo in self._func_offs[: len(self.functions())]]
+        except IndexError:
+            raise BadInput(f"{self.name}: a Go symbol table entry is out of bounds") from None
 
     def frame_size(self, pc: int) -> int | None:
         """Bytes of stack the function at `pc` uses there (its pcsp table), or None if unknown.
@@ -485,6 +499,9 @@ class Pclntab:
         call = struct.Struct("<ii")
         names_by_off: dict[int, str] = {}
         out: list[InlineSite] = []
+        # Real trees do not overlap, so all of them hold at most file size / entry size
+        # entries; trees that all claim the same 64k entries (a crafted file) would not end.
+        budget = len(self._img.data) // entry_size + (1 << 16)
         for i in range(self._nfunc):
             try:
                 p = base + self._func_offs[i]
@@ -495,12 +512,15 @@ class Pclntab:
                 (pcdata,) = u32(buf, p + fsize + 4 * PCDATA_INL_TREE_INDEX)
                 if fd == _NO_FUNCDATA or pcdata == 0:
                     continue
-                top = max(self._decode(pcdata)[1])
+                top = max(self._table(pcdata)[1])
                 if top < 0 or top > 1 << 16:
                     continue
                 raw = self._img.read(self.gofunc + fd, (top + 1) * entry_size)
             except (BadInput, struct.error, ValueError, IndexError):
                 continue
+            budget -= top + 1
+            if budget < 0:
+                return None  # overlapping trees: corrupt
             for k in range(top + 1):
                 name_off, parent_pc = call.unpack_from(raw, k * entry_size + name_at)
                 name = names_by_off.get(name_off)
@@ -531,9 +551,13 @@ class Pclntab:
     # -- internals -----------------------------------------------------------------------------
 
     def _cstring(self, off: int) -> str:
+        """The NUL-terminated name at `off`, cut at _MAX_NAME bytes: scanning each name to a
+        distant NUL would make reading every name quadratic in the table."""
         buf = self._buf
-        end = buf.index(b"\0", off)
-        return buf[off:end].decode("utf-8", "replace")
+        if not 0 <= off < len(buf):
+            raise ValueError(f"name offset {off} is outside the table")
+        end = buf.find(b"\0", off, off + _MAX_NAME)
+        return buf[off : end if end >= 0 else off + _MAX_NAME].decode("utf-8", "replace")
 
     def _funcdata(self, i: int, which: int) -> int | None:
         """Function i's funcdata offset `which` (relative to gofunc), None when absent."""
@@ -618,15 +642,20 @@ class Pclntab:
         """Value of the pc-value table at pctab+off for `pc`; -1 when absent or out of range."""
         if off == 0:
             return -1
-        table = self._pcvalue_cache.get(off)
-        if table is None:
-            table = self._decode(off)
-            if len(self._pcvalue_cache) >= _PCVALUE_CACHE_MAX:
-                self._pcvalue_cache.clear()
-            self._pcvalue_cache[off] = table
-        ends, vals = table
+        ends, vals = self._table(off)
         i = bisect_right(ends, pc - entry)
         return vals[i] if i < len(vals) else -1
+
+    def _table(self, off: int) -> tuple[list[int], list[int]]:
+        """The decoded table at pctab+off, cached (tables are shared by many functions)."""
+        table = self._pcvalue_cache.get(off)
+        if table is None:
+            if len(self._pcvalue_cache) >= _PCVALUE_CACHE_MAX:
+                self._pcvalue_cache.clear()
+                self._decode_budget = self._decode_budget_max
+            table = self._decode(off)
+            self._pcvalue_cache[off] = table
+        return table
 
     def _decode(self, off: int) -> tuple[list[int], list[int]]:
         """Decode a whole table into (end PC offsets, values) per runtime.step.
@@ -636,42 +665,47 @@ class Pclntab:
         the table. Offsets are relative to the function entry, so tables shared by several
         functions decode once.
         """
+        if self._decode_budget <= 0:
+            raise ValueError("pc-value tables overlap: the table is corrupt")
         buf = self._buf
-        p = self._hdr.pctab + off
-        quantum = self.min_lc
-        ends: list[int] = []
-        vals: list[int] = []
-        val = -1
-        pc = 0
-        while True:
-            b = buf[p]
-            if b == 0 and pc != 0:
-                break
-            p += 1
-            uv = b & 0x7F
-            shift = 7
-            while b & 0x80:
+        p = start = self._hdr.pctab + off
+        try:
+            quantum = self.min_lc
+            ends: list[int] = []
+            vals: list[int] = []
+            val = -1
+            pc = 0
+            while True:
+                b = buf[p]
+                if b == 0 and pc != 0:
+                    break
+                p += 1
+                uv = b & 0x7F
+                shift = 7
+                while b & 0x80:
+                    b = buf[p]
+                    p += 1
+                    uv |= (b & 0x7F) << shift
+                    shift += 7
+                    if shift > 35:
+                        raise ValueError("bad varint in pc-value table")
+                val += -(uv & 1) ^ (uv >> 1)
                 b = buf[p]
                 p += 1
-                uv |= (b & 0x7F) << shift
-                shift += 7
-                if shift > 35:
-                    raise ValueError("bad varint in pc-value table")
-            val += -(uv & 1) ^ (uv >> 1)
-            b = buf[p]
-            p += 1
-            pd = b & 0x7F
-            shift = 7
-            while b & 0x80:
-                b = buf[p]
-                p += 1
-                pd |= (b & 0x7F) << shift
-                shift += 7
-                if shift > 35:
-                    raise ValueError("bad varint in pc-value table")
-            pc += pd * quantum
-            ends.append(pc)
-            vals.append(val)
-            if pc >= 1 << 32:
-                raise ValueError("pc-value table runs past any function")
+                pd = b & 0x7F
+                shift = 7
+                while b & 0x80:
+                    b = buf[p]
+                    p += 1
+                    pd |= (b & 0x7F) << shift
+                    shift += 7
+                    if shift > 35:
+                        raise ValueError("bad varint in pc-value table")
+                pc += pd * quantum
+                ends.append(pc)
+                vals.append(val)
+                if pc >= 1 << 32:
+                    raise ValueError("pc-value table runs past any function")
+        finally:  # failed decodes are charged too: they are not cached
+            self._decode_budget -= p - start
         return ends, vals

@@ -13,20 +13,27 @@ from gotrace.binary.disasm import decode
 from gotrace.binary.elf import ElfImage
 from gotrace.errors import BadInput
 
+# waitReason is a uint8, and its strings are short phrases ("chan receive"): larger values
+# mean a corrupt array, whose reading could otherwise copy the file once per entry.
+MAX_REASONS = 256
+MAX_LENGTH = 256
 
-def _read_strings(img: ElfImage, addr: int, count: int) -> list[str]:
+
+def _read_strings(img: ElfImage, addr: int, count: int) -> list[str] | None:
     raw = img.read(addr, 16 * count)
     out = []
     for i in range(count):
         ptr = int.from_bytes(raw[16 * i : 16 * i + 8], "little")
         n = int.from_bytes(raw[16 * i + 8 : 16 * i + 16], "little")
+        if n > MAX_LENGTH:
+            return None
         out.append(img.read(ptr, n).decode(errors="replace") if n else "")
     return out
 
 
 def from_symbol(img: ElfImage) -> list[str] | None:
     sym = img.symbol("runtime.waitReasonStrings")
-    if sym is None or sym[1] == 0 or sym[1] % 16:
+    if sym is None or sym[1] == 0 or sym[1] % 16 or sym[1] // 16 > MAX_REASONS:
         return None
     return _read_strings(img, sym[0], sym[1] // 16)
 
@@ -35,7 +42,7 @@ def from_string_method(img: ElfImage, start: int, end: int) -> list[str] | None:
     """Decode `runtime.waitReason.String`: `cmp al, N` gives the length, the last LEA the array."""
     count = None
     array = None
-    for ins in decode(img, start, end):
+    for ins in decode(img, start, end, regs=False):
         if ins.mnemonic == "cmp" and count is None and ins.op_str.startswith(("al,", "eax,")):
             try:
                 count = int(ins.op_str.split(",")[1].strip(), 0)
@@ -47,13 +54,13 @@ def from_string_method(img: ElfImage, start: int, end: int) -> list[str] | None:
                 array = ins.addr + ins.size + int(disp, 0)
             except ValueError:
                 continue
-    if not count or array is None or count > 255:
+    if not count or array is None or count > MAX_REASONS:
         return None
     try:
         strings = _read_strings(img, array, count)
     except BadInput:
         return None
-    return strings if any(s == "chan receive" for s in strings) else None
+    return strings if strings and any(s == "chan receive" for s in strings) else None
 
 
 def wait_reasons(img: ElfImage, string_method: tuple[int, int] | None) -> tuple[list[str], str]:
