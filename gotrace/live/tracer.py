@@ -56,6 +56,24 @@ def capture_stderr(into: io.StringIO) -> Iterator[None]:
             into.write(tmp.read().decode(errors="replace"))
 
 
+def load_bpf(cflags: list[str]) -> Any:
+    """Compile and load one build of bpf/gotrace.bpf.c; what BCC or clang said becomes
+    gotrace's one line (exit 3)."""
+    try:
+        from bcc import BPF
+    except ImportError:
+        raise CannotTrace("BCC is not importable: run sudo scripts/setup") from None
+    src = str(bpf_dir() / "gotrace.bpf.c")
+    err = io.StringIO()
+    try:
+        with capture_stderr(err):
+            return BPF(src_file=src.encode(), cflags=cflags)
+    except Exception as e:
+        detail = (err.getvalue().strip().splitlines() or [str(e)])[-1]
+        raise CannotTrace(f"the BPF program did not load: {detail} (see gotrace doctor)") \
+            from None
+
+
 def _items(table: Any) -> list[tuple[Any, Any]]:
     """Every entry of a BPF hash map, in one syscall where the kernel has batch operations."""
     try:
@@ -92,19 +110,7 @@ class Tracer:
         """Fill configuration maps once loaded, before any probe fires (subclasses)."""
 
     def attach(self) -> None:
-        try:
-            from bcc import BPF
-        except ImportError:
-            raise CannotTrace("BCC is not importable: run sudo scripts/setup") from None
-        src = str(bpf_dir() / "gotrace.bpf.c")
-        err = io.StringIO()
-        try:
-            with capture_stderr(err):
-                self.bpf = BPF(src_file=src.encode(), cflags=self.cflags())
-        except Exception as e:
-            detail = (err.getvalue().strip().splitlines() or [str(e)])[-1]
-            raise CannotTrace(f"the BPF program did not load: {detail} (see gotrace doctor)") \
-                from None
+        self.bpf = load_bpf(self.cflags())
         self.configure()
         for hook in (h for h in self.gb.hooks if h.event in self.events):
             err = io.StringIO()
@@ -409,19 +415,7 @@ class RunTracer:
         self._bell = False
 
     def attach(self) -> None:
-        try:
-            from bcc import BPF
-        except ImportError:
-            raise CannotTrace("BCC is not importable: run sudo scripts/setup") from None
-        src = str(bpf_dir() / "gotrace.bpf.c")
-        err = io.StringIO()
-        try:
-            with capture_stderr(err):
-                self.bpf = BPF(src_file=src.encode(), cflags=[f"-I{bpf_dir()}", "-DRUN=1"])
-        except Exception as e:
-            detail = (err.getvalue().strip().splitlines() or [str(e)])[-1]
-            raise CannotTrace(f"the BPF program did not load: {detail} (see gotrace doctor)") \
-                from None
+        self.bpf = load_bpf([f"-I{bpf_dir()}", "-DRUN=1"])
         self.bpf["run_bell"].open_ring_buffer(self._ring)
 
     def _ring(self, ctx: Any, data: Any, size: int) -> None:
