@@ -33,7 +33,7 @@ from gotrace.live.goroutines import (
 from gotrace.live.layout import check_layout
 from gotrace.live.process import ProcessMemory, Target
 from gotrace.live.tracer import LeakTracer
-from gotrace.model import Counters, GoroutineRecord, LeakReport
+from gotrace.model import Counters, GoroutineRecord, LeakReport, Suspect
 
 
 @dataclass(frozen=True)
@@ -236,15 +236,21 @@ class LeakSession:
         else:
             records, counters, verify = self._from_memory(target_exited)
             live = len(self.parks.live)
-        out = find_suspects(
-            records,
-            now_ns=time.monotonic_ns(),
-            threshold_ns=int(self.threshold_s * 1e9),
-            sym=self.sym,
-            reason_name=self.gb.wait_reason,
-            verify=verify,
-            ignore=self.ignore,
-        )
+        now = time.monotonic_ns()
+        suspects: list[Suspect] = []
+        hidden = gone = unverified = 0
+        for test, part in self.partition(records).items():
+            out = find_suspects(part, now_ns=now, threshold_ns=int(self.threshold_s * 1e9),
+                                sym=self.sym, reason_name=self.gb.wait_reason, verify=verify,
+                                ignore=self.ignore)
+            for sus in out.suspects:
+                sus.test = test
+            suspects += out.suspects
+            hidden += out.system_hidden
+            gone += out.no_longer_parked
+            unverified += out.unverified
+        suspects.sort(key=lambda x: (-x.count, -x.parked_s_max, x.created_at.file,
+                                     x.created_at.line, x.test or ""))
         return LeakReport(
             pid=self.target.pid,
             go_version=self.gb.go_version,
@@ -252,15 +258,21 @@ class LeakSession:
             elapsed_s=time.monotonic() - self.started,
             live=live,
             counters=counters,
-            suspects=out.suspects,
+            suspects=suspects,
             final=final,
-            system_hidden=out.system_hidden,
-            no_longer_parked=out.no_longer_parked,
-            unverified=out.unverified,
+            system_hidden=hidden,
+            no_longer_parked=gone,
+            unverified=unverified,
             target_exited=target_exited,
             warnings=self.warnings,
             ignored=dict(self.ignore.counts) if self.ignore else {},
         )
+
+    def partition(self, records: list[GoroutineRecord]
+                  ) -> dict[str | None, list[GoroutineRecord]]:
+        """Parts whose goroutines are never grouped together, keyed by the test they belong
+        to (gotrace run splits by test; attach has one part)."""
+        return {None: records}
 
     def close(self) -> None:
         self.mem.close()

@@ -13,14 +13,12 @@ import os
 import pwd
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gotrace.analysis.leaks import LeakSession
-from gotrace.analysis.suspects import find_suspects
 from gotrace.binary.pclntab import Frame
-from gotrace.model import Blame, GoroutineRecord, LeakReport, Suspect
+from gotrace.model import Blame, GoroutineRecord
 
 TRUNNERS = frozenset({"testing.tRunner", "testing.(*B).runN", "testing.(*F).Fuzz.func1",
                       "testing.runExample"})
@@ -78,41 +76,14 @@ class ExitSession(LeakSession):
     """A LeakSession (exact park times) whose leak groups are split by test: goroutines of
     one go statement in a helper shared by two tests are two groups, each naming its test."""
 
-    def leak_report(self, *, final: bool, target_exited: bool = False) -> LeakReport:
-        if not self.exact or self.tracer is None:
-            return super().leak_report(final=final, target_exited=target_exited)
-        if self.ignore is not None:
-            self.ignore.reset()
-        records = self.tracer.records()
-        counters = self.tracer.counters()
+    def partition(self, records: list[GoroutineRecord]
+                  ) -> dict[str | None, list[GoroutineRecord]]:
         tests = tests_by_goid(records, lambda r: self.sym.creation_stack(
             r.gopc, tuple(r.create_stack)))
         parts: dict[str | None, list[GoroutineRecord]] = {}
         for r in records:
             parts.setdefault(tests.get(r.goid), []).append(r)
-        verify = self.cached if target_exited else self.verified(records)  # one batch read
-        now = time.monotonic_ns()
-        suspects: list[Suspect] = []
-        hidden = gone = unverified = 0
-        for test, part in parts.items():
-            out = find_suspects(part, now_ns=now, threshold_ns=int(self.threshold_s * 1e9),
-                                sym=self.sym, reason_name=self.gb.wait_reason,
-                                verify=verify,
-                                ignore=self.ignore)
-            for s in out.suspects:
-                s.test = test
-            suspects += out.suspects
-            hidden += out.system_hidden
-            gone += out.no_longer_parked
-            unverified += out.unverified
-        suspects.sort(key=lambda s: (-s.count, -s.parked_s_max, s.created_at.file,
-                                     s.created_at.line, s.test or ""))
-        return LeakReport(
-            pid=self.target.pid, go_version=self.gb.go_version, threshold_s=self.threshold_s,
-            elapsed_s=time.monotonic() - self.started, live=len(records), counters=counters,
-            suspects=suspects, final=final, system_hidden=hidden, no_longer_parked=gone,
-            unverified=unverified, target_exited=target_exited, warnings=self.warnings,
-            ignored=dict(self.ignore.counts) if self.ignore else {})
+        return parts
 
 
 # -- git ---------------------------------------------------------------------------------------

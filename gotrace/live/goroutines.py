@@ -238,7 +238,7 @@ def walk(mem: Memory, buf: Any, at: int, size: int, pc: int, sp: int, bp: int, l
     return pcs
 
 
-MAX_ALLGLEN = 1 << 26  # 64M goroutines: beyond this the word read is not a length
+MAX_ALLGLEN = 1 << 24  # 16M goroutines (32 GB of stacks at least): beyond, not a length
 CHUNK = 1 << 16  # g pointers read per range
 TRIES = 3  # reads of one g before it counts as changing
 GAP = 4096  # gs at most this far apart are read as one range, with what lies between
