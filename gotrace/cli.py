@@ -301,8 +301,14 @@ def main() -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         sys.exit(130)
+    except click.UsageError as e:
+        # One line, as every other error: what is wrong and where the help is.
+        where = f"gotrace {e.ctx.info_name} --help" if e.ctx and e.ctx.parent else \
+            "gotrace --help"
+        click.echo(f"gotrace: error: {e.format_message()} (see {where})", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"gotrace: error: {e.format_message()}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         sys.exit(130)

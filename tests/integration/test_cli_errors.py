@@ -51,11 +51,20 @@ def test_not_a_go_program() -> None:
 def test_bad_durations(args: list[str]) -> None:
     p = run("attach", "1", *args)
     assert p.returncode == 2
-    assert "Traceback" not in p.stderr
-    assert "duration" in p.stderr or "zero" in p.stderr
+    line = one_line_error(p)
+    assert "duration" in line or "zero" in line
 
 
 def test_doctor_passes_here() -> None:
     p = run("doctor")
     assert p.returncode == 0, p.stdout
     assert "FAIL" not in p.stdout
+
+
+@pytest.mark.parametrize("args", [["attach"], ["run"], ["attach", "1", "--no-such-option"],
+                                  ["attach", "1", "--no-bpf", "--park-times", "exact"],
+                                  ["frobnicate"]])
+def test_usage_errors_are_one_line_with_where_to_look(args: list[str]) -> None:
+    p = run(*args)
+    assert p.returncode == 2
+    assert "--help" in one_line_error(p)
