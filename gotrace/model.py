@@ -10,9 +10,10 @@ from gotrace.binary.pclntab import Frame
 from gotrace.live.bpfdefs import const
 
 
-@dataclass
+@dataclass(slots=True)
 class GoroutineRecord:
-    """One entry of the BPF goroutine table (struct gstate in bpf/gotrace.h), stacks resolved."""
+    """A goroutine as the analysis sees it: an entry of the BPF goroutine table (struct
+    goroutine_record in bpf/gotrace.h, stacks resolved), or what memory reads know of it."""
 
     goid: int
     gaddr: int

@@ -29,6 +29,7 @@ from gotrace.live.goroutines import (
     GoroutineReader,
     GSnapshot,
     Scan,
+    no_gc,
 )
 from gotrace.live.layout import check_layout
 from gotrace.live.process import ProcessMemory, Target
@@ -105,7 +106,8 @@ class LeakSession:
         scan = self._scan()
         if scan is None:
             return  # it ended while read: the command's loop says how
-        self.parks.update(scan.goroutines, now)
+        with no_gc():  # one Park per new park, no cycle
+            self.parks.update(scan.goroutines, now)
         self.skipped = scan.skipped
 
     def add_tracer(self, tracer: LeakTracer) -> None:
@@ -202,17 +204,26 @@ class LeakSession:
         parks = self.parks.parked_longer_than(int(self.threshold_s * 1e9), now)
         if not target_exited:  # parked stacks, in one batch; one that moved meanwhile ran
             read = self.goroutines.stacks([p.g for p in parks], MAX_FRAMES)
-            self._stacks = {st.g.goid: tuple(st.pcs) for st in read if st is not None}
-            parks = [p for p, st in zip(parks, read, strict=True) if st is not None]
+            self._stacks = {}
+            kept = []
+            for p, st in zip(parks, read, strict=True):
+                if st is not None:
+                    self._stacks[p.g.goid] = tuple(st.pcs)
+                    kept.append(p)
+            parks = kept
+        verdicts: dict[int, Verdict] = {}
         records = []
+        none: list[int] = []  # one empty stack shared by every record that has none
+        first, stacks = self.first_read, self._stacks
         for p in parks:
             g = p.g
+            goid = g.goid
+            before = goid in first
             records.append(GoroutineRecord(
-                goid=g.goid, gaddr=g.gaddr,
-                created_ns=0 if g.goid in self.first_read else p.first_seen_ns,
-                parked_ns=p.since_ns, gopc=g.gopc, startpc=g.startpc,
-                parent_goid=g.parent_goid, wait_reason=g.wait_reason,
-                create_stack=sites.get(g.gopc, []) if g.goid not in self.first_read else []))
+                goid, g.gaddr, 0 if before else p.first_seen_ns, p.since_ns, g.gopc, g.startpc,
+                g.parent_goid, g.wait_reason, 0, 0, none if before else sites.get(g.gopc, none),
+                none))
+            verdicts[goid] = Verdict(True, stacks.get(goid, ()))
         if self.tracer is not None:
             counters = self.tracer.counters()
             counters.exited = max(0, counters.created + len(self.first_read)
@@ -221,10 +232,13 @@ class LeakSession:
             counters = Counters(created=self.parks.appeared, exited=self.parks.disappeared,
                                 parks=None, wakes=None)
         counters.lost.memory_reads += self.skipped
-        cached = self._stacks
-        return records, counters, lambda r: Verdict(True, cached.get(r.goid, ()))
+        return records, counters, lambda r: verdicts[r.goid]
 
     def leak_report(self, *, final: bool, target_exited: bool = False) -> LeakReport:
+        with no_gc():  # ~10 objects per suspect, no cycle: collections would only cost
+            return self._leak_report(final, target_exited)
+
+    def _leak_report(self, final: bool, target_exited: bool) -> LeakReport:
         if self.ignore is not None:
             self.ignore.reset()
         if self.exact:

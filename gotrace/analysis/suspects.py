@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gotrace.analysis.ignore import Ignorer
 from gotrace.binary.pclntab import Frame
@@ -17,9 +18,8 @@ from gotrace.model import GoroutineRecord, Suspect
 MAX_GOIDS = 10
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What the target's memory says about a suspect right now."""
+class Verdict(NamedTuple):
+    """What the target's memory says about a suspect right now (a tuple: made per suspect)."""
 
     parked: bool | None  # None: unreadable
     stack: tuple[int, ...] = ()  # parked stack unwound from g.sched (runtime PCs)
