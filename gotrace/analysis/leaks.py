@@ -3,7 +3,7 @@
 Three ways to know, one report:
 - memory (the default): periodic reads of the target's goroutines tell who stayed parked
   (analysis/parks.py); the only probe is on creation, for the creation stacks (live/tracer.py
-  LeakTracer keyed by g address);
+  LeakTracer: a count and each go statement's creation stack);
 - memory without BPF (--no-bpf): the same reads, no probe at all; the creation stack is the go
   statement alone;
 - exact (--park-times exact): probes on park and exit keep a table of exact park times;
