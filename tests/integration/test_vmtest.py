@@ -87,6 +87,8 @@ def test_a_real_boot_returns_the_exit_code_and_leaves_the_host_untouched() -> No
     tag = f"vmtest-probe-{uuid.uuid4().hex[:8]}"
     places = [vmtest.ROOT / ".pytest_cache", vmtest.ROOT / ".cache" / "bin",
               Path("/var/cache/gotrace/gocache"), Path("/tmp"), Path("/etc")]
+    for p in places:  # a fresh clone may have no .pytest_cache yet: the guest writes in each
+        p.mkdir(parents=True, exist_ok=True)
     writes = " && ".join(f"touch {shlex.quote(str(p / tag))}" for p in places)
     check = (f"{writes} && test -e /lib/modules/$(uname -r)/build/include/generated/autoconf.h"
              " && test -e /sys/bus/event_source/devices/uprobe/type"
