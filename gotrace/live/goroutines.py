@@ -517,12 +517,11 @@ class GoroutineReader:
         return g.sched_pc, g.sched_sp, g.sched_bp, "sched"
 
     def _stacks_once(self, gs: Sequence[GSnapshot], max_frames: int) -> list[GoroutineStack]:
-        """Unwind each g once: their stack windows read in batches, the walks over the bytes
-        (the loop of `walk`, inlined: 100k goroutines make ~600k frames)."""
+        """Unwind each g once: their stack windows read in batches, then `walk` over each
+        window's bytes."""
         out: list[GoroutineStack] = []
         append = out.append
         mem = self.mem
-        frame = _FRAME
         unsaved = _UNSAVED
         for first in range(0, len(gs), STACK_BATCH):
             part = gs[first : first + STACK_BATCH]
@@ -551,30 +550,13 @@ class GoroutineReader:
                     append(GoroutineStack(g, [], source))
                     continue
                 lo, hi = g.stack_lo, g.stack_hi
+                at = size = 0  # no window: every frame read one by one
                 if lo <= sp < hi:
-                    size = sizes[k]
-                    delta = pos - sp  # buffer index of a stack address
-                    end = sp + size if k not in bad else sp
+                    if k not in bad:
+                        at, size = pos, sizes[k]
+                    pos += sizes[k]
                     k += 1
-                    pos += size
-                else:
-                    delta, end = 0, sp
-                pcs = [pc]
-                n = 1
-                prev = sp
-                while n < max_frames and lo <= bp < hi and bp >= prev:
-                    if bp + 16 <= end:
-                        next_bp, ret = frame(buf, bp + delta)
-                    else:  # beyond the window: frame by frame
-                        raw = mem.read(bp, 16)
-                        if raw is None:
-                            break
-                        next_bp, ret = frame(raw)
-                    if not ret:
-                        break
-                    pcs.append(ret)
-                    n += 1
-                    prev, bp = bp, next_bp
+                pcs = walk(mem, buf, at, size, pc, sp, bp, lo, hi, max_frames)
                 append(GoroutineStack(g, pcs, source))
         return out
 
