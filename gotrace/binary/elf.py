@@ -90,7 +90,32 @@ class Segment:
     flags: int
 
 
-class ElfImage:
+class LoadedImage:
+    """Reading by virtual address, as a loader would place the bytes of the PT_LOAD segments:
+    the one translation for ElfImage and for the fuzzers' in-memory images."""
+
+    name: str
+    data: bytes | mmap.mmap
+    segments: list[Segment]
+
+    def vaddr_to_offset(self, vaddr: int) -> int | None:
+        """File offset of a virtual address inside a file-backed part of a PT_LOAD."""
+        for seg in self.segments:
+            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+                return vaddr - seg.vaddr + seg.offset
+        return None
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        off = self.vaddr_to_offset(vaddr)
+        if off is None or size < 0 or off + size > len(self.data):
+            raise BadInput(f"{self.name}: address {vaddr:#x} is not in the file")
+        return bytes(self.data[off : off + size])
+
+    def read_u64(self, vaddr: int) -> int:
+        return int.from_bytes(self.read(vaddr, 8), "little")
+
+
+class ElfImage(LoadedImage):
     """An ELF file mapped into memory; `read(vaddr, n)` reads what a loader would place there."""
 
     def __init__(self, path: str, name: str | None = None) -> None:
@@ -245,22 +270,6 @@ class ElfImage:
         return s.offset, s.size
 
     # -- addresses ------------------------------------------------------------------------
-
-    def vaddr_to_offset(self, vaddr: int) -> int | None:
-        """File offset of a virtual address inside a file-backed part of a PT_LOAD."""
-        for seg in self.segments:
-            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
-                return vaddr - seg.vaddr + seg.offset
-        return None
-
-    def read(self, vaddr: int, size: int) -> bytes:
-        off = self.vaddr_to_offset(vaddr)
-        if off is None or size < 0 or off + size > len(self.data):
-            raise BadInput(f"{self.name}: address {vaddr:#x} is not in the file")
-        return bytes(self.data[off : off + size])
-
-    def read_u64(self, vaddr: int) -> int:
-        return int.from_bytes(self.read(vaddr, 8), "little")
 
     @property
     def has_symtab(self) -> bool:

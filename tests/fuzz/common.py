@@ -33,7 +33,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from gotrace.errors import BadInput, GotraceError
+from gotrace.binary.elf import LoadedImage, Segment
+from gotrace.errors import GotraceError
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ_DIR = Path(__file__).resolve().parent
@@ -207,16 +208,7 @@ def unpack(data: bytes) -> MiniImage:
     return mini
 
 
-@dataclass(frozen=True)
-class MemSegment:
-    vaddr: int
-    offset: int
-    filesz: int
-    memsz: int
-    flags: int
-
-
-class MemImage:
+class MemImage(LoadedImage):
     """ElfImage's interface over a mini image held in memory: sections laid end to end as the
     "file", one PT_LOAD per loaded section, symbols from the image. The readers under test
     only use this interface, so they run on it as they run on a file, minus pyelftools."""
@@ -226,14 +218,14 @@ class MemImage:
         self.is_pie = mini.pie
         self.machine = "EM_X86_64"
         data = bytearray()
-        self.segments: list[MemSegment] = []
+        self.segments: list[Segment] = []
         self._sections: dict[str, tuple[int, int, int]] = {}  # name -> (offset, vaddr, size)
         for s in mini.sections:
             off = len(data)
             data += s.data
             if not s.flags & NOALLOC:
-                self.segments.append(MemSegment(s.vaddr, off, len(s.data), len(s.data),
-                                                s.flags & 7))
+                self.segments.append(Segment(s.vaddr, off, len(s.data), len(s.data),
+                                             s.flags & 7))
             if s.name:
                 self._sections.setdefault(s.name, (off, s.vaddr, len(s.data)))
         self.data = bytes(data)
@@ -254,21 +246,6 @@ class MemImage:
     def section_file_range(self, name: str) -> tuple[int, int] | None:
         s = self._sections.get(name)
         return None if s is None else (s[0], s[2])
-
-    def vaddr_to_offset(self, vaddr: int) -> int | None:
-        for seg in self.segments:
-            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
-                return vaddr - seg.vaddr + seg.offset
-        return None
-
-    def read(self, vaddr: int, size: int) -> bytes:
-        off = self.vaddr_to_offset(vaddr)
-        if off is None or size < 0 or off + size > len(self.data):
-            raise BadInput(f"{self.name}: address {vaddr:#x} is not in the file")
-        return self.data[off : off + size]
-
-    def read_u64(self, vaddr: int) -> int:
-        return int.from_bytes(self.read(vaddr, 8), "little")
 
     @property
     def has_symtab(self) -> bool:
