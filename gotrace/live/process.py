@@ -29,27 +29,28 @@ def _program_id(pid: int) -> bytes | None:
         return None
 
 
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return ""
-    return stat[stat.rfind(b")") + 2 :].split(b" ", 1)[0].decode()
-
-
-def _start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: tells a process from a later one that reuses its PID."""
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after comm (field 3 on), or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    rest = stat[stat.rfind(b")") + 2 :].split()
-    if rest[0] in (b"Z", b"X"):  # exited, not yet reaped by its parent
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def _state(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[0].decode() if fields else ""
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: tells a process from a later one that reuses its PID."""
+    fields = _stat(pid)
+    if not fields or fields[0] in (b"Z", b"X"):  # exited, not yet reaped by its parent
         return None
-    return int(rest[19])
+    return int(fields[19])
 
 
 @dataclass
