@@ -13,6 +13,8 @@
  *   HIST=1         gotrace hist: log2 histograms of lifetimes and park times in the kernel,
  *                  with HIST_BY_SITE (0/1) and HIST_ENTRIES.
  *   G_M_OFF, M_CURG_OFF: the creator's goid on Go < 1.21 (g0.m.curg at the create hook).
+ *   PARK_AT_STACK_CHECK, EXIT_AT_STACK_CHECK (0/1): that probe sits on the prologue's stack
+ *                  check, whose failing pass the handler skips.
  *   RUN=1          gotrace run: a build of its own, without the goroutine table (see the
  *                  section "gotrace run" below); the per-program tracers are the builds above.
  *
@@ -479,8 +481,25 @@ static __always_inline int created(struct pt_regs *ctx, u64 g)
 int on_create_rbx(struct pt_regs *ctx) { return created(ctx, ctx->bx); }
 int on_create_rax(struct pt_regs *ctx) { return created(ctx, ctx->ax); }
 
+/* The probe sits on the prologue's `jbe morestack` (-D<EVENT>_AT_STACK_CHECK=1): when the
+ * branch will be taken (CF or ZF set by the `cmp`), the goroutine grows its stack or is
+ * preempted and the prologue runs again, firing the probe a second time. Only the pass that
+ * goes on into the body is the event (docs/go-runtime.md#entry-probes-fire-twice-on-split-stacks). */
+#define X86_FLAGS_CF_ZF 0x41UL
+#define STACK_CHECK_FAILS(ctx) (((ctx)->flags & X86_FLAGS_CF_ZF) != 0)
+#ifndef PARK_AT_STACK_CHECK
+#define PARK_AT_STACK_CHECK 0
+#endif
+#ifndef EXIT_AT_STACK_CHECK
+#define EXIT_AT_STACK_CHECK 0
+#endif
+
 int on_exit(struct pt_regs *ctx)
 {
+#if EXIT_AT_STACK_CHECK
+    if (STACK_CHECK_FAILS(ctx))
+        return 0;
+#endif
     u64 goid;
     if (read_u64(ctx->r14 + G_GOID_OFF, &goid))
         return 0;
@@ -522,6 +541,10 @@ static __always_inline void mark_parked(struct pt_regs *ctx, struct goroutine_re
 
 int on_park(struct pt_regs *ctx)
 {
+#if PARK_AT_STACK_CHECK
+    if (STACK_CHECK_FAILS(ctx))
+        return 0;
+#endif
     u64 g = ctx->r14, goid;
     if (read_u64(g + G_GOID_OFF, &goid))
         return 0;

@@ -54,6 +54,10 @@ class ProbePoint:
     addr: int
     emulated: bool
     why: str
+    # On the prologue's `jbe` to morestack: when the branch is taken the prologue runs again,
+    # so a handler must ignore that pass
+    # (docs/go-runtime.md#entry-probes-fire-twice-on-split-stacks).
+    stack_check: bool = False
 
 
 @lru_cache(maxsize=1)
@@ -107,8 +111,13 @@ def is_emulated(insn: Insn) -> bool:
     return m.startswith("j") and insn.target is not None  # jcc rel8/rel32
 
 
-def entry_probe(img: Code, start: int, end: int, max_insns: int = 6) -> ProbePoint:
-    """The cheapest safe address at which the registers still hold the function's arguments."""
+def entry_probe(img: Code, start: int, end: int, max_insns: int = 6,
+                morestack: frozenset[int] = frozenset()) -> ProbePoint:
+    """The cheapest safe address at which the registers still hold the function's arguments.
+
+    morestack: entry addresses of runtime.morestack*; a `jbe` whose target calls one of them is
+    the stack check, marked so that handlers can skip the pass that reruns the prologue.
+    """
     insns = decode(img, start, min(end, start + 64), limit=max(max_insns, 1))
     if not insns:
         return ProbePoint(start, False, "could not decode the entry")
@@ -116,10 +125,27 @@ def entry_probe(img: Code, start: int, end: int, max_insns: int = 6) -> ProbePoi
         return ProbePoint(start, True, "entry instruction is emulated")
     for ins in insns[:max_insns]:
         if ins.mnemonic.startswith("j") and ins.mnemonic != "jmp" and ins.target is not None:
-            return ProbePoint(ins.addr, True, f"stack-check branch at +{ins.addr - start}")
+            check = (ins.mnemonic == "jbe" and start <= ins.target < end
+                     and _calls_any(img, ins.target, end, morestack))
+            return ProbePoint(ins.addr, True, f"stack-check branch at +{ins.addr - start}",
+                              stack_check=check)
         if ins.regs_written & _ARG_REGS or ins.mnemonic in ("call", "ret", "push", "pop"):
             break
     return ProbePoint(start, False, "no emulated instruction before the body: single-stepped")
+
+
+def _calls_any(img: Code, start: int, end: int, targets: frozenset[int],
+               max_insns: int = 24) -> bool:
+    """Whether the straight-line block at start (argument spills, then the call) calls one of
+    targets before any other branch."""
+    if not targets:
+        return False
+    for ins in decode(img, start, min(end, start + 256), regs=False, limit=max_insns):
+        if ins.mnemonic == "call":
+            return ins.target in targets
+        if ins.mnemonic.startswith("j") or ins.mnemonic == "ret":
+            return False
+    return False
 
 
 def call_sites(img: Code, start: int, end: int, target: int) -> list[int]:

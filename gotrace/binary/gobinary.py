@@ -30,6 +30,9 @@ class Hook:
     addr: int  # link-time virtual address of the probed instruction
     emulated: bool
     why: str
+    # On the prologue's stack check: the pass where the check fails reruns the prologue, so the
+    # handler skips it (docs/go-runtime.md#entry-probes-fire-twice-on-split-stacks).
+    stack_check: bool = False
 
 
 @dataclass
@@ -127,14 +130,16 @@ class GoBinary:
 def choose_hooks(gb: GoBinary) -> list[Hook]:
     """Pick probe sites from what this binary really contains (inlining varies per build)."""
     hooks = []
+    morestack = frozenset(f.entry for f in map(gb.pcln.lookup, (
+        "runtime.morestack", "runtime.morestack_noctxt")) if f is not None)
     for event, bpf_fn, name in (
         ("park", "on_park", "runtime.gopark"),
         ("exit", "on_exit", "runtime.goexit1"),
         ("wake", "on_wake", "runtime.execute"),
     ):
         f = gb.func(name)
-        p = disasm.entry_probe(gb.img, f.entry, f.end)
-        hooks.append(Hook(event, bpf_fn, name, p.addr, p.emulated, p.why))
+        p = disasm.entry_probe(gb.img, f.entry, f.end, morestack=morestack)
+        hooks.append(Hook(event, bpf_fn, name, p.addr, p.emulated, p.why, p.stack_check))
     hooks.extend(_creation_hooks(gb))
     return hooks
 

@@ -100,6 +100,7 @@ class Tracer:
             f"-I{bpf_dir()}",
             *self.gb.offsets.as_cflags(),
             f"-DMAX_GOROUTINES={self.max_goroutines}",
+            *(f"-D{h.event.upper()}_AT_STACK_CHECK=1" for h in self.gb.hooks if h.stack_check),
         ]
         if self.gb.offsets.parent_goid is None:
             # Before Go 1.21 the creator's goid comes from g0.m.curg at the create hook.

@@ -79,13 +79,14 @@ class Traced:
         return rc, out
 
 
-def run_scenario(binary: str | Path, *gotrace_args: str) -> tuple[int, str, list[str]]:
+def run_scenario(binary: str | Path, *gotrace_args: str,
+                 mode: str = "scenario") -> tuple[int, str, list[str]]:
     """Start the target paused, attach gotrace, release the target, wait for both to end.
 
     gotrace ends because the target exits, so no duration has to guess how slow the machine is.
     Returns gotrace's exit code, stdout and stderr lines.
     """
-    target = Lifetimes(binary)
+    target = Lifetimes(binary, f"-mode={mode}")
     try:
         traced = Traced(*[a.replace("PID", str(target.pid)) for a in gotrace_args])
         traced.wait_attached()

@@ -93,9 +93,28 @@ def test_tail_match_filters_in_bpf(lifetimes: str) -> None:
     # Nothing else came through: every event belongs to the 11 selected goroutines.
     per = by_goid(events)
     assert sorted(per) == sorted(goids["medium"])
-    assert all([e["type"] for e in evs] == ORDER for evs in per.values())
+    for goid, evs in per.items():
+        assert [e["type"] for e in evs] == ORDER, (goid, evs)
     # The kernel still saw everything; only the matching goroutines were sent.
     assert end["created"] >= sum(SCENARIO.values())
+
+
+def test_tail_events_when_gopark_grows_the_stack(lifetimes: str) -> None:
+    """gopark's prologue runs twice when the stack grows there: one park, not two."""
+    rc, out, err = run_scenario(lifetimes, "tail", "PID", "--json", mode="deep")
+    assert rc == 0, err
+    events = json_lines(out)
+    assert events.pop()["lost_events"] == 0
+    lines = markers()
+    goids = [e["goid"] for e in events if e["type"] == "create" and is_target_file(e["site"])
+             and e["site"]["line"] == lines["site"]["deep"]]
+    assert len(goids) == 400
+    per = by_goid(events)
+    for goid in goids:
+        evs = per[goid]
+        assert [e["type"] for e in evs] == ["create", "park", "wake", "park", "wake", "exit"], evs
+        assert [evs[1]["site"]["line"], evs[3]["site"]["line"]] == [lines["park"]["timer"],
+                                                                   lines["park"]["deep"]]
 
 
 def test_tail_events_subset(lifetimes: str) -> None:

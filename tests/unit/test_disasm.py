@@ -48,3 +48,33 @@ def test_call_sites_match_the_target() -> None:
     # call +0 (to BASE+5); call +0x10 (to BASE+0x1a)
     code = bytes.fromhex("e800000000" "e810000000")
     assert disasm.call_sites(FakeCode(code), BASE, BASE + 10, BASE + 5) == [BASE]
+
+
+MORESTACK = BASE + 0x1000
+
+
+def _with_morestack_block(callee: int) -> bytes:
+    """SMALL_FRAME whose jbe target (+0x26) spills RAX, then calls callee and jumps back."""
+    code = bytearray(SMALL_FRAME[:0x26])
+    code += bytes.fromhex("4889442408")  # mov [rsp+8], rax
+    after_call = BASE + len(code) + 5
+    code += b"\xe8" + (callee - after_call).to_bytes(4, "little", signed=True)
+    code += b"\xeb" + (-(len(code) + 2) & 0xFF).to_bytes(1, "little")  # jmp entry
+    return bytes(code)
+
+
+def test_jbe_to_a_morestack_call_is_the_stack_check() -> None:
+    code = _with_morestack_block(MORESTACK)
+    p = disasm.entry_probe(FakeCode(code), BASE, BASE + len(code),
+                           morestack=frozenset({MORESTACK}))
+    assert (p.addr - BASE, p.stack_check) == (4, True)
+
+
+def test_jbe_elsewhere_is_not_the_stack_check() -> None:
+    code = _with_morestack_block(MORESTACK + 0x40)
+    p = disasm.entry_probe(FakeCode(code), BASE, BASE + len(code),
+                           morestack=frozenset({MORESTACK}))
+    assert (p.addr - BASE, p.stack_check) == (4, False)
+    # Without morestack's address nothing is marked: both passes are counted.
+    code = _with_morestack_block(MORESTACK)
+    assert not disasm.entry_probe(FakeCode(code), BASE, BASE + len(code)).stack_check

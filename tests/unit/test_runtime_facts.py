@@ -95,3 +95,12 @@ def test_wait_reason_numbering_per_release(go_build: GoBuild, version: str) -> N
             assert len(gb.wait_reasons) == index
         else:
             assert gb.wait_reasons[index] == name
+
+
+def test_park_and_exit_probes_sit_on_the_stack_check(go_build: GoBuild, version: str) -> None:
+    """The handlers skip the pass that reruns the prologue only where the probe is known to be
+    on the `jbe` to morestack: gopark and goexit1 of every release, plain and stripped."""
+    for variant in ("plain", "stripped"):
+        gb = GoBinary.open(str(go_build(version, variant)), use_cache=False)
+        marked = {h.event: h.stack_check for h in gb.hooks}
+        assert marked == {"park": True, "exit": True, "wake": True, "create": False}, variant

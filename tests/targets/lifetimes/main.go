@@ -10,6 +10,8 @@
 //	           wake-ups per round trip), at most -rate round trips per second (0: no limit),
 //	           for -duration; then it prints {"mode":...} and exits.
 //	churn      goroutines created and exiting (create + exit events) at most -rate per second.
+//	deep       400 goroutines sleep twice, the second time i calls deep for the i-th: some of
+//	           them grow their stack in gopark's own prologue.
 //
 // The durations sit just above a power of two nanoseconds (2^25 ns = 33.5 ms, 2^27 = 134 ms,
 // 2^29 = 537 ms), so a loaded machine, which can only make them longer, cannot push them into
@@ -95,6 +97,39 @@ func scenario() {
 	fmt.Printf("done short=%d medium=%d long=%d\n", nShort, nMedium, nLong)
 }
 
+const nDeep = 400
+
+// descend calls itself n times, then sleeps. Once a goroutine has its timer, time.Sleep calls
+// nothing that checks the stack before gopark, so gopark's prologue is the deepest point; as n
+// grows (~40 bytes a call, less than time.Sleep's frame) the end of the stack falls inside
+// gopark's prologue for some n: the stack grows there and gopark's first instructions run twice.
+//
+//go:noinline
+func descend(n int, nap time.Duration) {
+	if n > 0 {
+		descend(n-1, nap)
+		return
+	}
+	time.Sleep(nap) // park:deep
+}
+
+func deepOne(wg *sync.WaitGroup, n int) {
+	defer wg.Done()
+	// The first sleep allocates the goroutine's timer; the second one reuses it.
+	time.Sleep(time.Microsecond) // park:timer
+	descend(n, 20*time.Millisecond)
+}
+
+func deep() {
+	var wg sync.WaitGroup
+	for i := 0; i < nDeep; i++ {
+		wg.Add(1)
+		go deepOne(&wg, i) // site:deep
+	}
+	wg.Wait()
+	fmt.Printf("done deep=%d\n", nDeep)
+}
+
 // pace sleeps as needed so that op n happens no earlier than n/rate seconds after start.
 func pace(start time.Time, n int64, rate float64) {
 	if rate <= 0 || n%256 != 0 {
@@ -150,7 +185,7 @@ func report(mode string, n int64, took time.Duration) {
 }
 
 func main() {
-	mode := flag.String("mode", "scenario", "scenario, pingpong or churn")
+	mode := flag.String("mode", "scenario", "scenario, pingpong, churn or deep")
 	rate := flag.Float64("rate", 0, "operations per second at most (0: no limit)")
 	d := flag.Duration("duration", 5*time.Second, "how long pingpong and churn run")
 	flag.Parse()
@@ -164,6 +199,8 @@ func main() {
 		pingpong(*rate, *d)
 	case "churn":
 		churn(*rate, *d)
+	case "deep":
+		deep()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown -mode", *mode)
 		os.Exit(2)
