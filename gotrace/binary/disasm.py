@@ -10,6 +10,7 @@ the target, which is why offsets are always decoded, never guessed.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -146,6 +147,23 @@ def _calls_any(img: Code, start: int, end: int, targets: frozenset[int],
         if ins.mnemonic.startswith("j") or ins.mnemonic == "ret":
             return False
     return False
+
+
+# The 5-byte nop (x86_nops[5] in Linux) that kernels with optimized uprobes (arch_uprobe_optimize,
+# here Linux 6.18) rewrite into a call to a uprobe trampoline after the first hit: no trap at all.
+NOP5 = bytes.fromhex("0f1f440000")
+
+
+def nop5_before(img: Code, start: int, end: int, addr: int) -> int | None:
+    """The address of a 5-byte nop right before the instruction at addr, if no branch lands on
+    addr itself: a probe there sees the same registers on every path and costs less."""
+    insns = decode(img, start, end, regs=False)
+    for prev, ins in itertools.pairwise(insns):
+        if ins.addr == addr:
+            if prev.size != 5 or img.read(prev.addr, 5) != NOP5:
+                return None
+            return None if any(i.target == addr for i in insns) else prev.addr
+    return None
 
 
 def call_sites(img: Code, start: int, end: int, target: int) -> list[int]:

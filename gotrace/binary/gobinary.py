@@ -148,13 +148,20 @@ def _creation_hooks(gb: GoBinary) -> list[Hook]:
     """The new g is complete (goid assigned) only after newproc1 returns.
 
     Preferred: the `call runqput` in newproc's closure, an emulated instruction with the new g
-    in RBX. Fallback: every RET of newproc1 (g in RAX), single-stepped but never a uretprobe.
+    in RBX, or the 5-byte nop Go often pads it with, cheaper still
+    (docs/go-runtime.md#why-emulated-instructions). Fallback: every RET of newproc1 (g in RAX),
+    single-stepped but never a uretprobe.
     """
     closure = gb.pcln.lookup("runtime.newproc.func1")
     runqput = gb.pcln.lookup("runtime.runqput")
     if closure and runqput:
         sites = disasm.call_sites(gb.img, closure.entry, closure.end, runqput.entry)
         if len(sites) == 1:
+            nop = disasm.nop5_before(gb.img, closure.entry, closure.end, sites[0])
+            if nop is not None:
+                return [Hook("create", "on_create_rbx", closure.name, nop, True,
+                             "5-byte nop before call runqput: RBX = new g; kernels with "
+                             "optimized uprobes need no trap there")]
             return [Hook("create", "on_create_rbx", closure.name, sites[0], True,
                          "call runqput after newproc1 returned: RBX = new g")]
     newproc1 = gb.func("runtime.newproc1")

@@ -78,3 +78,26 @@ def test_jbe_elsewhere_is_not_the_stack_check() -> None:
     # Without morestack's address nothing is marked: both passes are counted.
     code = _with_morestack_block(MORESTACK)
     assert not disasm.entry_probe(FakeCode(code), BASE, BASE + len(code)).stack_check
+
+
+# mov rax,rdx; nopl 0x0(rax,rax,1); call +0; ret
+NOP5_CALL = bytes.fromhex("4889d0" "0f1f440000" "e800000000" "c3")
+
+
+def test_probe_moves_to_the_nop5_before_a_call() -> None:
+    code = FakeCode(NOP5_CALL)
+    assert disasm.nop5_before(code, BASE, BASE + len(NOP5_CALL), BASE + 8) == BASE + 3
+
+
+def test_no_nop5_when_a_branch_lands_on_the_call() -> None:
+    # jmp +5 lands on the call, skipping the nop: a probe on the nop would miss that path.
+    code = bytes.fromhex("eb05" "0f1f440000" "e800000000" "c3")
+    assert disasm.nop5_before(FakeCode(code), BASE, BASE + len(code), BASE + 7) is None
+
+
+def test_no_nop5_before_other_instructions_or_nops() -> None:
+    # mov rax,rdx; nopw (4 bytes, not the 5-byte nop); call +0
+    code = bytes.fromhex("4889d0" "0f1f4000" "e800000000" "c3")
+    assert disasm.nop5_before(FakeCode(code), BASE, BASE + len(code), BASE + 7) is None
+    assert disasm.nop5_before(FakeCode(NOP5_CALL), BASE, BASE + len(NOP5_CALL), BASE + 3) \
+        is None

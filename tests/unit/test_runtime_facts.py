@@ -104,3 +104,21 @@ def test_park_and_exit_probes_sit_on_the_stack_check(go_build: GoBuild, version:
         gb = GoBinary.open(str(go_build(version, variant)), use_cache=False)
         marked = {h.event: h.stack_check for h in gb.hooks}
         assert marked == {"park": True, "exit": True, "wake": True, "create": False}, variant
+
+
+def test_create_probe_placement_per_release(go_build: GoBuild, version: str) -> None:
+    """On the 5-byte nop before `call runqput` where the assembler padded the call with one
+    (1.19, 1.23+), else on the call (1.21, 1.22): the same registers either way."""
+    gb = GoBinary.open(str(go_build(version, "plain")), use_cache=False)
+    (create,) = [h for h in gb.hooks if h.event == "create"]
+    runqput = gb.func("runtime.runqput").entry
+    if gb.minor in (21, 22):
+        assert gb.img.read(create.addr, 1) == b"\xe8"
+        assert create.addr + 5 + int.from_bytes(gb.img.read(create.addr + 1, 4), "little",
+                                                signed=True) == runqput
+    else:
+        assert gb.img.read(create.addr, 10)[:5] == bytes.fromhex("0f1f440000")
+        call = create.addr + 5
+        assert gb.img.read(call, 1) == b"\xe8"
+        assert call + 5 + int.from_bytes(gb.img.read(call + 1, 4), "little",
+                                         signed=True) == runqput
