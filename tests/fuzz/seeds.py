@@ -49,15 +49,17 @@ DECODED = ("runtime.gopark", "runtime.goexit1", "runtime.execute", "runtime.newp
            "runtime.newproc1", "runtime.waitReason.String", "runtime.allgadd")
 # Functions the readers look up by name, beyond those.
 LOOKED_UP = ("runtime.runqput", "runtime.main", "runtime.systemstack_switch",
-             "runtime.cgocallbackg", "main.main")
+             "runtime.cgocallbackg", "main.main", "runtime.morestack", "runtime.morestack_noctxt")
 SYMBOLS = ("runtime.allgs", "runtime.allglen", "runtime.allgptr", "runtime.waitReasonStrings",
            "runtime.firstmoduledata", "runtime.text", "go:func.*", "go.func.*")
 DISASM_BYTES = 256  # code per disasm seed: a prologue and some body, decoded fast
 SMALL_FUNC = 1024  # bytes of code: a function whose pc-value tables are short
 # Code kept per decoded function: the whole body where gotrace decodes it all, else what the
-# entry probe looks at (64 bytes); newproc1's RETs are only a fallback (none: BadInput).
+# entry probe looks at (64 bytes, and the block its stack check jumps to: the whole of the hooked
+# functions); newproc1's RETs are only a fallback (none: BadInput).
 CODE_KEPT = {"runtime.newproc.func1": 1 << 16, "runtime.waitReason.String": 1 << 16,
-             "runtime.allgadd": 1 << 16, "runtime.newproc1": 0}
+             "runtime.allgadd": 1 << 16, "runtime.newproc1": 0, "runtime.gopark": 1 << 16,
+             "runtime.goexit1": 1 << 16, "runtime.execute": 1 << 16}
 ENTRY_BYTES = 64
 INLINE_FUNCS = 6  # functions with inline trees kept, for frames() and inline_sites()
 # The pclntab harness looks at every function it is given: only small ones, and the two that
