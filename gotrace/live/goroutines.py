@@ -22,12 +22,11 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, make_dataclass
-from dataclasses import fields as fields_of
+from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import islice, repeat
-from operator import attrgetter, sub
-from typing import Any, Protocol
+from itertools import compress, islice, repeat
+from operator import attrgetter, itemgetter, sub
+from typing import Any, NamedTuple, Protocol
 
 from gotrace.binary.allgs import AllgsAddrs, find_allgs
 from gotrace.binary.gobinary import GoBinary
@@ -62,27 +61,28 @@ MAX_FRAMES = 64
 STACK_WINDOW = 64 * 1024  # bytes of stack read at once above sp; deeper frames one by one
 
 
-@dataclass(frozen=True, slots=True)
-class GSnapshot:
-    goid: int
-    status: int  # without the _Gscan bit
-    wait_reason: int
-    sched_pc: int
-    sched_sp: int
-    sched_bp: int
-    stack_lo: int
-    stack_hi: int
-    gaddr: int = 0
-    gopc: int = 0
-    startpc: int = 0
-    parent_goid: int = 0  # 0 before Go 1.21
-    m: int = 0  # non-zero while running or in a syscall
+class GSnapshot(NamedTuple):
+    """One runtime.g as read. A tuple whose fields are in runtime.g's own order (the same in
+    every release), so that bulk decoding builds it in one C call from the unpacked fields."""
+
+    stack_lo: int = 0
+    stack_hi: int = 0
+    sched_sp: int = 0
+    sched_pc: int = 0
     sched_g: int = 0  # the g itself, for every g that is not running
+    sched_bp: int = 0
     syscallsp: int = 0
     syscallpc: int = 0
     syscallbp: int = 0  # 0 before Go 1.23
+    status: int = 0  # without the _Gscan bit
+    goid: int = 0
     waitsince: int = 0  # runtime nanotime() set by the GC for waiting gs; 0 = unknown
+    wait_reason: int = 0
     tracking_seq: int = 0  # uint8, +1 at every transition out of _Grunning; 0 if absent
+    parent_goid: int = 0  # 0 before Go 1.21
+    gopc: int = 0
+    startpc: int = 0
+    gaddr: int = 0  # where it was read (not a field of runtime.g)
 
     @property
     def parked(self) -> bool:
@@ -93,18 +93,13 @@ class GSnapshot:
         return self.status in (G_DEAD, G_DEADEXTRA)
 
 
-# The same slots, not frozen: bulk decoding builds one of these and turns it into a GSnapshot
-# (same layout, so __class__ can be assigned): a frozen dataclass's __init__ sets each field
-# through object.__setattr__, which costs 1 µs per g; this costs 0.3 µs.
-_GBuild: Any = make_dataclass(
-    "_GBuild", [(f.name, int, f.default) for f in fields_of(GSnapshot)], slots=True)
-assert _GBuild.__slots__ == GSnapshot.__slots__
-
 # GSnapshot fields read as u64 at an offset of runtime.g (None: absent in this version).
 _U64_FIELDS = ("goid", "sched_pc", "sched_sp", "sched_bp", "stack_lo", "stack_hi", "gopc",
-               "startpc", "parent_goid", "m", "sched_g", "syscallsp", "syscallpc", "syscallbp",
+               "startpc", "parent_goid", "sched_g", "syscallsp", "syscallpc", "syscallbp",
                "waitsince")
 _DEAD = frozenset((G_DEAD, G_DEADEXTRA))
+_ALIVE = [status not in _DEAD for status in range(256)]  # by status byte: filters in C
+_STATUS = attrgetter("status")
 _UNSAVED = frozenset((G_RUNNING, G_IDLE, G_COPYSTACK, G_SYSCALL))  # g.sched is not where it is
 
 # decode(buffer, [(at, addresses), ...], out): appends to `out` the g at buffer[at + address]
@@ -147,20 +142,26 @@ def g_layout(off: GOffsets) -> GLayout:
         fmt += f"{o - pos}x{code}" if o > pos else code
         pos = o + struct.calcsize("<" + code)
         names.append(name)
-    args = ", ".join("a" if f.name == "gaddr" else f"f_{f.name}" if f.name in names else "0"
-                     for f in fields_of(GSnapshot))
+    # GSnapshot's fields are runtime.g's in its own order: where this runtime has them all,
+    # the unpacked tuple plus the g's address is the snapshot; else one itemgetter picks them
+    # (a 0 for fields this runtime lacks).
+    if tuple(names) == GSnapshot._fields[:-1]:
+        build = "new(GSnapshot, unpack_from(buf, at + a) + (a,))"
+        pick: Any = None
+    else:
+        index = {n: i for i, n in enumerate(names)}
+        index["gaddr"] = len(names)
+        pick = itemgetter(*(index.get(f, len(names) + 1) for f in GSnapshot._fields))
+        build = "new(GSnapshot, pick(unpack_from(buf, at + a) + (a, 0)))"
     src = (
         "def decode(buf, spans, out):\n"
         "    append = out.append\n"
         "    for at, members in spans:\n"
         "        for a in members:\n"
-        f"            {', '.join('f_' + n for n in names)}, = unpack_from(buf, at + a)\n"
-        f"            g = Build({args})\n"
-        "            setclass(g, '__class__', GSnapshot)\n"
-        "            append(g)\n"
+        f"            append({build})\n"
     )
-    scope: dict[str, Any] = {"unpack_from": struct.Struct(fmt).unpack_from, "Build": _GBuild,
-                             "setclass": object.__setattr__, "GSnapshot": GSnapshot}
+    scope: dict[str, Any] = {"unpack_from": struct.Struct(fmt).unpack_from, "pick": pick,
+                             "new": tuple.__new__, "GSnapshot": GSnapshot}
     exec(compile(src, f"<runtime.g decoder for {off.source}>", "exec"), scope)
     return GLayout(pos, fmt, scope["decode"])
 
@@ -451,10 +452,10 @@ class GoroutineReader:
         ptrs, lost = self.g_pointers()
         with no_gc():
             gs = self.read_gs(ptrs)
-            dead = _DEAD
-            read = [g for g in gs if g is not None]
-            live = [g for g in read if g.status not in dead]
-        skipped = lost + len(gs) - len(read)
+            unreadable = gs.count(None)
+            read = [g for g in gs if g is not None] if unreadable else gs
+            live = list(compress(read, map(_ALIVE.__getitem__, map(_STATUS, read))))
+        skipped = lost + unreadable
         return Scan(live, len(ptrs) + lost, skipped, started)
 
     def reread(self, g: GSnapshot) -> GSnapshot | None:

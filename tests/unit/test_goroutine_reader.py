@@ -201,12 +201,12 @@ def test_min_wait_keeps_goroutines_the_gc_dated_long_enough() -> None:
     now = 1000 * 10**9
     g = read_g(memory_with_gs({0xA000: make_g(0xA000, 9, G_WAITING)})[0], OFF, 0xA000)  # type: ignore[arg-type]
     assert g is not None
-    dated = replace(g, waitsince=now - 400 * 10**9)  # the GC saw it waiting 400 s ago
+    dated = g._replace(waitsince=now - 400 * 10**9)  # the GC saw it waiting 400 s ago
     assert selected(dated, "main.worker", now, 300.0, False) == SHOWN
     assert selected(dated, "main.worker", now, 500.0, False) == SHORT
     assert selected(g, "main.worker", now, 300.0, False) == UNKNOWN_WAIT  # no GC since
     assert selected(g, "main.worker", now, None, False) == SHOWN
-    assert selected(replace(dated, status=G_RUNNING), "main.worker", now, 1.0, False) == SHORT
+    assert selected(dated._replace(status=G_RUNNING), "main.worker", now, 1.0, False) == SHORT
     assert selected(dated, "runtime.bgsweep", now, None, False) == SYSTEM
     assert selected(dated, "runtime.bgsweep", now, None, True) == SHOWN
     assert selected(dated, "runtime.main", now, None, False) == SHOWN

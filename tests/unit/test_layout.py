@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from gotrace.binary.gobinary import GoBinary
@@ -53,37 +51,37 @@ def test_a_healthy_scan_passes(gb: GoBinary) -> None:
 
 def test_goroutine_1_must_start_at_runtime_main(gb: GoBinary) -> None:
     gs = goroutines(gb)
-    gs[0] = replace(gs[0], startpc=entry(gb, "main.main"))
+    gs[0] = gs[0]._replace(startpc=entry(gb, "main.main"))
     with pytest.raises(BadInput, match=r"goroutine 1 starts at main\.main, not runtime\.main"):
         check_layout(gs, gb, 0, no_reread)
 
 
 def test_goids_read_from_the_wrong_place_are_refused(gb: GoBinary) -> None:
-    gs = [replace(g, goid=0xC000001000 + i) for i, g in enumerate(goroutines(gb))]
+    gs = [g._replace(goid=0xC000001000 + i) for i, g in enumerate(goroutines(gb))]
     with pytest.raises(BadInput, match="layout is not what gotrace expects"):
         check_layout(gs, gb, 0, no_reread)
-    dup = [replace(g, goid=7) if g.goid != 1 else g for g in goroutines(gb)]
+    dup = [g._replace(goid=7) if g.goid != 1 else g for g in goroutines(gb)]
     with pytest.raises(BadInput, match="not unique"):
         check_layout(dup, gb, 0, no_reread)
 
 
 def test_a_wrong_sched_offset_is_refused(gb: GoBinary) -> None:
-    gs = [replace(g, sched_g=0, sched_sp=0x1234) for g in goroutines(gb)]
+    gs = [g._replace(sched_g=0, sched_sp=0x1234) for g in goroutines(gb)]
     with pytest.raises(BadInput, match=r"sched\.g|sched\.sp"):
         check_layout(gs, gb, 0, no_reread)
 
 
 def test_wait_reasons_beyond_this_runtime_are_refused(gb: GoBinary) -> None:
-    gs = [replace(g, wait_reason=200) for g in goroutines(gb)]
+    gs = [g._replace(wait_reason=200) for g in goroutines(gb)]
     with pytest.raises(BadInput, match="wait reason 200"):
         check_layout(gs, gb, 0, no_reread)
 
 
 def test_a_goroutine_caught_changing_is_read_again(gb: GoBinary) -> None:
     gs = goroutines(gb)
-    torn = replace(gs[5], sched_g=0xDEAD)
+    torn = gs[5]._replace(sched_g=0xDEAD)
     gs[5] = torn
-    assert check_layout(gs, gb, 0, lambda g: replace(g, sched_g=g.gaddr)).changing == 0
+    assert check_layout(gs, gb, 0, lambda g: g._replace(sched_g=g.gaddr)).changing == 0
     # Still torn when read again: tolerated once, as memory that kept changing.
     assert check_layout(gs, gb, 0, no_reread).changing == 1
 
@@ -97,7 +95,7 @@ def test_empty_or_main_less_scans_are_refused(gb: GoBinary) -> None:
 
 def test_pie_bias_is_applied(gb: GoBinary) -> None:
     bias = 0x555500000000
-    gs = [replace(g, startpc=g.startpc + bias, sched_pc=g.sched_pc + bias, gopc=g.gopc + bias)
+    gs = [g._replace(startpc=g.startpc + bias, sched_pc=g.sched_pc + bias, gopc=g.gopc + bias)
           for g in goroutines(gb)]
     check_layout(gs, gb, bias, no_reread)
     with pytest.raises(BadInput):
@@ -106,5 +104,5 @@ def test_pie_bias_is_applied(gb: GoBinary) -> None:
 
 def test_cgo_callback_goroutines_have_no_start_pc(gb: GoBinary) -> None:
     gs = goroutines(gb)
-    gs[3] = replace(gs[3], startpc=0, gopc=0)  # a C thread calling into Go (oneNewExtraM's g)
+    gs[3] = gs[3]._replace(startpc=0, gopc=0)  # a C thread calling into Go (oneNewExtraM's g)
     assert check_layout(gs, gb, 0, no_reread).changing == 0
