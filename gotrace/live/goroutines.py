@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import compress, islice, repeat
 from operator import attrgetter, itemgetter, sub
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 from gotrace.binary.allgs import AllgsAddrs, find_allgs
 from gotrace.binary.gobinary import GoBinary
@@ -453,7 +453,8 @@ class GoroutineReader:
         with no_gc():
             gs = self.read_gs(ptrs)
             unreadable = gs.count(None)
-            read = [g for g in gs if g is not None] if unreadable else gs
+            read: list[GSnapshot] = [g for g in gs if g is not None] if unreadable \
+                else cast("list[GSnapshot]", gs)
             live = list(compress(read, map(_ALIVE.__getitem__, map(_STATUS, read))))
         skipped = lost + unreadable
         return Scan(live, len(ptrs) + lost, skipped, started)
