@@ -58,6 +58,15 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+# linux/arm64 builds (cross-compiled here: GOARCH=arm64), for the binary readers' unit tests;
+# the privileged tests run them in an arm64 VM. Not in VARIANTS: x86-64 tests never see them.
+ARM64_VARIANTS: dict[str, Variant] = {
+    "arm64-plain": Variant((), {"GOARCH": "arm64"}),
+    "arm64-stripped": Variant(("-ldflags=-s -w",), {"GOARCH": "arm64"}),
+    "arm64-pie": Variant(("-buildmode=pie",), {"GOARCH": "arm64"}),
+}
+
+
 # Not in VARIANTS (not link modes every test should see): profile-guided builds whose profile
 # makes the compiler inline a function gotrace probes (see pgo_profile). "pgo": gopark into the
 # channel code; "pgo-runqput": runqput into newproc's closure, where the creation probe sits.
@@ -129,7 +138,7 @@ def build_go(version: str, src_dir: Path | str, variant: str = "plain") -> Path:
     """
     src = Path(src_dir)
     v = Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version, variant)}",)) if (
-        variant in PGO_EDGES) else VARIANTS[variant]
+        variant in PGO_EDGES) else {**VARIANTS, **ARM64_VARIANTS}[variant]
     if v.needs_cc and shutil.which("gcc") is None and shutil.which("cc") is None:
         raise ToolchainUnavailable(f"variant {variant!r} needs a C compiler (gcc)")
     out = BIN_DIR / f"{src.name}-{version}-{variant}"

@@ -3,8 +3,11 @@
 With symbols they are named in .symtab. Stripped binaries keep no name for them, but
 `runtime.allgadd` (in .gopclntab in every version, never inlined) does, in every Go release:
 `allgs = append(allgs, gp)` (loads and stores allgs, allgs+8, allgs+16), then
-`atomicstorep(&allgptr, &allgs[0])` and `atomic.Storeuintptr(&allglen, n)`, two
+`atomicstorep(&allgptr, &allgs[0])` and `atomic.Storeuintptr(&allglen, n)`, on x86-64 two
 `lea reg, [rip+X]; xchg [reg], ...` pairs (docs/go-runtime.md#goroutines-that-existed-before).
+On arm64 every global is reached through `adrp` (its 4 KB page) and either an `add` of the
+offset in the page or a load/store with that offset (`ldr`/`str`/`ldp`), and the two atomic
+stores are `adrp x2; add x2, x2, #off; stlr x1, [x2]`, in that order.
 Decoding that body gives the three addresses; the result is checked against the symbol table
 in the unit tests.
 """
@@ -13,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from capstone import x86_const
+from capstone import arm64_const, x86_const
 
-from gotrace.binary.disasm import MAX_DECODE, Code, x86_decoder
+from gotrace.binary.disasm import MAX_DECODE, Arm64Addresses, Code, arm64_sweep, x86_decoder
 from gotrace.binary.elf import ElfImage
 from gotrace.binary.pclntab import Pclntab
 from gotrace.errors import BadInput
@@ -40,13 +43,38 @@ def from_symbols(img: ElfImage) -> AllgsAddrs | None:
     return AllgsAddrs(allgs, allglen, allgptr, "symbol table")
 
 
-def decode_allgadd(code: Code, start: int, end: int) -> AllgsAddrs | None:
-    """The addresses `runtime.allgadd` stores to, or None when its body has another shape."""
+def _decode_allgadd_arm64(code: Code, start: int, end: int) -> tuple[list[int], list[int]]:
+    """(addresses read or written, atomic-store targets in order) of an arm64 body."""
+    regs = Arm64Addresses()
+    accessed: list[int] = []
+    atomic_stores: list[int] = []
+    for ins in arm64_sweep(code, start, end):
+        ops = ins.operands
+        reg_ops = [op for op in ops if op.type == arm64_const.ARM64_OP_REG]
+        for op in ops:
+            if op.type != arm64_const.ARM64_OP_MEM:
+                continue
+            addr = regs.target(ins, op)
+            if addr is None:
+                continue
+            if ins.mnemonic == "stlr":  # a store-release: atomic.Store*, atomicstorep
+                atomic_stores.append(addr)
+                continue
+            accessed.append(addr)
+            if ins.mnemonic in ("ldp", "stp") and len(reg_ops) == 2:  # two words
+                width = 4 if ins.reg_name(reg_ops[0].reg).startswith("w") else 8
+                accessed.append(addr + width)
+        if ins.mnemonic == "ret":
+            break
+        regs.step(ins)
+    return accessed, atomic_stores
+
+
+def _decode_allgadd_x86(code: Code, start: int, end: int) -> tuple[list[int], list[int]]:
+    """(RIP-relative addresses read or written, atomic-store targets in order) of an x86-64 body."""
     rip_targets: list[int] = []  # every RIP-relative address the body reads or writes
     lea: dict[int, int] = {}  # register -> address most recently loaded into it by LEA
     atomic_stores: list[int] = []
-    if not 0 <= end - start <= MAX_DECODE:
-        return None
     for ins in x86_decoder().disasm(code.read(start, end - start), start):
         ops = ins.operands
         for op in ops:
@@ -62,10 +90,30 @@ def decode_allgadd(code: Code, start: int, end: int) -> AllgsAddrs | None:
                 atomic_stores.append(lea[base])
         elif ins.mnemonic == "ret":
             break
+    return rip_targets, atomic_stores
+
+
+def decode_allgadd(code: Code, start: int, end: int,
+                   machine: str | None = None) -> AllgsAddrs | None:
+    """The addresses `runtime.allgadd` stores to, or None when its body has another shape.
+
+    machine: "EM_X86_64" or "EM_AARCH64"; by default the image's own (`ElfImage.machine`), or
+    x86-64 for code that does not say.
+    """
+    if machine is None:
+        machine = getattr(code, "machine", "EM_X86_64")
+    if not 0 <= end - start <= MAX_DECODE:
+        return None
+    if machine == "EM_X86_64":
+        accessed, atomic_stores = _decode_allgadd_x86(code, start, end)
+    elif machine == "EM_AARCH64":
+        accessed, atomic_stores = _decode_allgadd_arm64(code, start, end)
+    else:
+        return None
     if len(atomic_stores) < 2:
         return None
-    accessed = set(rip_targets)
-    triples = sorted(a for a in accessed if a + 8 in accessed and a + 16 in accessed)
+    seen = set(accessed)
+    triples = sorted(a for a in seen if a + 8 in seen and a + 16 in seen)
     if len(triples) != 1:
         return None
     return AllgsAddrs(triples[0], atomic_stores[1], atomic_stores[0],
@@ -80,7 +128,7 @@ def find_allgs(img: ElfImage, pcln: Pclntab) -> AllgsAddrs:
     f = pcln.lookup("runtime.allgadd")
     if f is not None:
         try:
-            found = decode_allgadd(img, f.entry, f.end)
+            found = decode_allgadd(img, f.entry, f.end, img.machine)
         except BadInput:
             found = None
         if found is not None:

@@ -8,6 +8,7 @@ tested on binaries built by the tests. The derived facts are cached per build ID
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ from gotrace.binary.offsets import SUPPORTED_MINORS, GOffsets, dwarf_offsets, ta
 from gotrace.binary.pclntab import Func, InlineSite, Pclntab
 from gotrace.binary.waitreasons import wait_reasons
 from gotrace.errors import BadInput
+
+# ELF e_machine -> Go's GOARCH: the architectures whose code gotrace decodes and probes.
+ARCHES = {"EM_X86_64": "amd64", "EM_AARCH64": "arm64"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,11 @@ class GoBinary:
     inlined: dict[str, list[InlineSite]] | None = None
     from_cache: bool = False
 
+    @property
+    def arch(self) -> str:
+        """"amd64" or "arm64", from the ELF machine (GoBinary.open refuses any other)."""
+        return ARCHES[self.img.machine]
+
     @classmethod
     def open(cls, path: str, *, display_name: str | None = None,
              use_cache: bool = True) -> GoBinary:
@@ -64,9 +73,9 @@ class GoBinary:
 
     @classmethod
     def _open(cls, path: str, img: ElfImage, use_cache: bool) -> GoBinary:
-        if img.machine != "EM_X86_64":
-            raise BadInput(f"{img.name}: {img.machine} binaries are not supported yet "
-                           "(gotrace probes x86-64)")
+        if img.machine not in ARCHES:
+            raise BadInput(f"{img.name}: {img.machine} binaries are not supported "
+                           "(gotrace probes x86-64 and arm64)")
         info = read_build_info(img)
         major, minor, _ = parse_go_version(info.go_version)
         if major != 1 or minor not in SUPPORTED_MINORS:
@@ -132,15 +141,16 @@ def choose_hooks(gb: GoBinary) -> list[Hook]:
     hooks = []
     morestack = frozenset(f.entry for f in map(gb.pcln.lookup, (
         "runtime.morestack", "runtime.morestack_noctxt")) if f is not None)
+    entry_probe = disasm.entry_probe_arm64 if gb.arch == "arm64" else disasm.entry_probe
     for event, bpf_fn, name in (
         ("park", "on_park", "runtime.gopark"),
         ("exit", "on_exit", "runtime.goexit1"),
         ("wake", "on_wake", "runtime.execute"),
     ):
         f = gb.func(name)
-        p = disasm.entry_probe(gb.img, f.entry, f.end, morestack=morestack)
+        p = entry_probe(gb.img, f.entry, f.end, morestack=morestack)
         hooks.append(Hook(event, bpf_fn, name, p.addr, p.emulated, p.why, p.stack_check))
-    hooks.extend(_creation_hooks(gb))
+    hooks.extend(_creation_hooks_arm64(gb) if gb.arch == "arm64" else _creation_hooks(gb))
     return hooks
 
 
@@ -164,8 +174,29 @@ def _creation_hooks(gb: GoBinary) -> list[Hook]:
                              "optimized uprobes need no trap there")]
             return [Hook("create", "on_create_rbx", closure.name, sites[0], True,
                          "call runqput after newproc1 returned: RBX = new g")]
+    return _ret_hooks(gb, closure, disasm.ret_sites, False, "RAX")
+
+
+def _creation_hooks_arm64(gb: GoBinary) -> list[Hook]:
+    """_creation_hooks on arm64: the `bl runqput` of newproc's closure, with the new g in R1
+    (runqput's 2nd argument); fallback every `ret` of newproc1 (new g in R0). arm64 uprobes
+    simulate both `bl` and `ret` (disasm.uprobe_arm64)."""
+    closure = gb.pcln.lookup("runtime.newproc.func1")
+    runqput = gb.pcln.lookup("runtime.runqput")
+    if closure and runqput:
+        sites = disasm.call_sites_arm64(gb.img, closure.entry, closure.end, runqput.entry)
+        if len(sites) == 1:
+            return [Hook("create", "on_create_rbx", closure.name, sites[0], True,
+                         "bl runqput after newproc1 returned: R1 = new g")]
+    return _ret_hooks(gb, closure, disasm.ret_sites_arm64, True, "R0")
+
+
+def _ret_hooks(gb: GoBinary, closure: Func | None,
+               ret_sites: Callable[[disasm.Code, int, int], list[int]], emulated: bool,
+               result: str) -> list[Hook]:
+    """The creation fallback: every RET of newproc1, where `result` holds the new g."""
     newproc1 = gb.func("runtime.newproc1")
-    rets = disasm.ret_sites(gb.img, newproc1.entry, newproc1.end)
+    rets = ret_sites(gb.img, newproc1.entry, newproc1.end)
     if not rets:
         raise BadInput(f"{gb.img.name}: no RET found in runtime.newproc1; cannot see creations")
     inlined = closure is not None and any(
@@ -173,8 +204,8 @@ def _creation_hooks(gb: GoBinary) -> list[Hook]:
         for s in gb.pcln.inline_sites(["runtime.runqput"]) or [])
     why = ("runqput inlined into newproc's closure: a PGO build?" if inlined
            else "no single runqput call in newproc's closure")
-    return [Hook("create", "on_create_rax", newproc1.name, r, False,
-                 f"RET of newproc1: RAX = new g ({why})") for r in rets]
+    return [Hook("create", "on_create_rax", newproc1.name, r, emulated,
+                 f"RET of newproc1: {result} = new g ({why})") for r in rets]
 
 
 def inlined_hooks(pcln: Pclntab, hooks: list[Hook]) -> dict[str, list[InlineSite]] | None:

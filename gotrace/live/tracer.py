@@ -38,6 +38,9 @@ STACK_ENTRIES = 16384
 DEFAULT_HIST_ENTRIES = 16384
 
 
+# The architecture bpf/gotrace.bpf.c reads registers of (GoBinary.arch names the program's).
+TRACED_ARCH = "amd64"
+
 @contextlib.contextmanager
 def capture_stderr(into: io.StringIO) -> Iterator[None]:
     """Catch what libbcc and clang write to file descriptor 2, which Python's own
@@ -89,6 +92,9 @@ class Tracer:
 
     def __init__(self, gb: GoBinary, target: Target, *,
                  max_goroutines: int = DEFAULT_MAX_GOROUTINES) -> None:
+        if gb.arch != TRACED_ARCH:  # the handlers read x86-64 registers
+            raise CannotTrace(f"{gb.img.name} is a linux/{gb.arch} program: gotrace's probes "
+                              f"run on {TRACED_ARCH} programs only, for now")
         self.gb = gb
         self.target = target
         self.max_goroutines = max_goroutines
