@@ -53,9 +53,20 @@ def check_lockdown() -> Check:
     return Check("lockdown", True, mode.strip())
 
 
+def optimized_uprobes() -> bool:
+    """Whether the kernel turns a uprobe on a 5-byte nop into a call to its uprobe trampoline
+    (no trap: the create probe's cheap case, docs/go-runtime.md#why-emulated-instructions)."""
+    try:
+        with open("/proc/kallsyms") as f:
+            return any(line.endswith(" arch_uprobe_optimize\n") for line in f)
+    except OSError:
+        return False
+
+
 def check_uprobes() -> Check:
     if os.path.isdir("/sys/bus/event_source/devices/uprobe"):
-        return Check("uprobes", True, "uprobe PMU present")
+        return Check("uprobes", True, "uprobe PMU present" + (
+            "; optimized uprobes (no trap on a 5-byte nop)" if optimized_uprobes() else ""))
     return Check("uprobes", False, "this kernel has no uprobe PMU",
                  "use a kernel built with CONFIG_UPROBE_EVENTS=y (Linux 4.17+)")
 

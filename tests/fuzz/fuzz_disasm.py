@@ -1,6 +1,7 @@
-"""Fuzz instruction decoding for probe placement: entry_probe, call_sites, ret_sites.
+"""Fuzz instruction decoding for probe placement: entry_probe, call_sites, ret_sites, on x86-64
+and on arm64 (the call target doubles as morestack's address for the arm64 entry probe).
 Input: [operation u8][start address u64][call target u64][code]; one operation per input
-(each decodes the code again: doing all three would triple the cost of an execution)."""
+(each decodes the code again: doing all of them would multiply the cost of an execution)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.fuzz.common import contract, instrumented, main
 
 with instrumented():
-    from gotrace.binary.disasm import call_sites, entry_probe, ret_sites
+    from gotrace.binary.disasm import (
+        call_sites,
+        call_sites_arm64,
+        entry_probe,
+        entry_probe_arm64,
+        ret_sites,
+        ret_sites_arm64,
+    )
     from gotrace.errors import BadInput
 
 
@@ -41,12 +49,19 @@ def test_one_input(data: bytes) -> None:
     op, start, target = _HEAD.unpack_from(data)
     code = Code(start, data[_HEAD.size :])
     end = start + len(code.code)
-    if op % 3 == 0:
+    op %= 6
+    if op == 0:
         entry_probe(code, start, end)
-    elif op % 3 == 1:
+    elif op == 1:
         call_sites(code, start, end, target)
-    else:
+    elif op == 2:
         ret_sites(code, start, end)
+    elif op == 3:
+        entry_probe_arm64(code, start, end, morestack=frozenset({target}))
+    elif op == 4:
+        call_sites_arm64(code, start, end, target)
+    else:
+        ret_sites_arm64(code, start, end)
 
 
 if __name__ == "__main__":
