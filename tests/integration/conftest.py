@@ -28,4 +28,4 @@ def can_trace() -> None:
 def go_leaky(request: pytest.FixtureRequest) -> tuple[str, str]:
     """(Go version, path of go-leaky built with it)."""
     version: str = request.param
-    return version, build_go(version, GO_LEAKY_SRC, "plain")
+    return version, str(build_go(version, GO_LEAKY_SRC, "plain"))

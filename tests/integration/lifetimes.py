@@ -33,7 +33,7 @@ def markers() -> dict[str, dict[str, int]]:
 
 
 def is_target_file(site: dict[str, Any] | None) -> bool:
-    return bool(site) and str(site["file"]).endswith("tests/targets/lifetimes/main.go")
+    return site is not None and str(site["file"]).endswith("tests/targets/lifetimes/main.go")
 
 
 class Lifetimes:

@@ -7,7 +7,7 @@ import errno
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 
 import pytest
@@ -181,7 +181,7 @@ def test_unwind_reads_the_stack_window_once() -> None:
     mem.blobs[lo] = bytes(stack)
     reads: list[int] = []
     mem.on_read = reads.append
-    assert unwind(mem, 0x401000, lo + 0x80, lo + 0x100, lo, hi) == [0x401000, 0x402000, 0x403000]  # type: ignore[arg-type]
+    assert unwind(mem, 0x401000, lo + 0x80, lo + 0x100, lo, hi) == [0x401000, 0x402000, 0x403000]
     assert reads == [lo + 0x80]
 
 
@@ -191,7 +191,7 @@ def test_read_g_returns_the_new_fields() -> None:
     struct.pack_into("<Q", raw, OFF.parent_goid or 0, 7)
     struct.pack_into("<Q", raw, OFF.waitsince or 0, 123456789)
     mem.blobs[0xA000] = bytes(raw)
-    g = read_g(mem, OFF, 0xA000)  # type: ignore[arg-type]
+    g = read_g(mem, OFF, 0xA000)
     assert g is not None
     assert (g.goid, g.parent_goid, g.gopc, g.startpc, g.waitsince, g.gaddr) == \
         (42, 7, 0x402000, 0x403000, 123456789, 0xA000)
@@ -199,7 +199,7 @@ def test_read_g_returns_the_new_fields() -> None:
 
 def test_min_wait_keeps_goroutines_the_gc_dated_long_enough() -> None:
     now = 1000 * 10**9
-    g = read_g(memory_with_gs({0xA000: make_g(0xA000, 9, G_WAITING)})[0], OFF, 0xA000)  # type: ignore[arg-type]
+    g = read_g(memory_with_gs({0xA000: make_g(0xA000, 9, G_WAITING)})[0], OFF, 0xA000)
     assert g is not None
     dated = g._replace(waitsince=now - 400 * 10**9)  # the GC saw it waiting 400 s ago
     assert selected(dated, "main.worker", now, 300.0, False) == SHOWN
@@ -235,7 +235,7 @@ class BatchMemory(FakeMemory):
         return out, failed
 
 
-def batch_reader(gs: dict[int, bytes | None]) -> tuple[BatchMemory, GoroutineReader]:
+def batch_reader(gs: Mapping[int, bytes | None]) -> tuple[BatchMemory, GoroutineReader]:
     mem = BatchMemory()
     arr = 0x9000
     mem.blobs[0x8000] = struct.pack("<QQ", len(gs), arr)
@@ -243,7 +243,7 @@ def batch_reader(gs: dict[int, bytes | None]) -> tuple[BatchMemory, GoroutineRea
     for addr, blob in gs.items():
         if blob is not None:
             mem.blobs[addr] = blob
-    return mem, FakeReader(mem, 0x8000, 0x8008).reader  # type: ignore[arg-type]
+    return mem, FakeReader(mem, 0x8000, 0x8008).reader
 
 
 def test_coalesce_joins_neighbours_and_keeps_the_order() -> None:
@@ -353,9 +353,9 @@ def test_read_g_reads_tracking_seq_and_ignores_the_scan_bit() -> None:
     raw[OFF.tracking_seq or 0] = 200
     mem, _ = memory_with_gs({})
     mem.blobs[0xA000] = bytes(raw)
-    g = read_g(mem, OFF, 0xA000)  # type: ignore[arg-type]
+    g = read_g(mem, OFF, 0xA000)
     assert g is not None and g.tracking_seq == 200 and g.status == G_WAITING
-    g = read_g(mem, replace(OFF, tracking_seq=None), 0xA000)  # type: ignore[arg-type]
+    g = read_g(mem, replace(OFF, tracking_seq=None), 0xA000)
     assert g is not None and g.tracking_seq == 0
 
 

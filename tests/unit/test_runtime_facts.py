@@ -75,7 +75,7 @@ def test_stripped_wait_reasons_equal_the_plain_symbol(go_build: GoBuild, version
 
 
 # Known positions (docs/go-runtime.md#wait-reasons): renumbered in 1.20, 1.24, 1.25 and 1.26.
-KNOWN = {
+KNOWN: dict[int, dict[int, str | None]] = {
     19: {14: "chan receive", 18: "semacquire", 27: None},
     20: {14: "chan receive", 21: "sync.Mutex.Lock", 31: "stopping the world"},
     21: {14: "chan receive", 21: "sync.Mutex.Lock", 31: "stopping the world"},
