@@ -29,6 +29,32 @@
 #include <uapi/linux/ptrace.h>
 #include "gotrace.h"
 
+/* Registers, per architecture (-DARCH_ARM64=1 for linux/arm64 programs; x86-64 otherwise), in
+ * Go's register ABI (ABIInternal): the current g, integer arguments 0-2 (also results), and at
+ * an entry probe the return address and the caller's frame pointer
+ * (docs/go-runtime.md#hooks, #linuxarm64-binaries). */
+#if ARCH_ARM64
+#define REG_G(ctx) ((ctx)->regs[28])
+#define REG_ARG0(ctx) ((ctx)->regs[0])
+#define REG_ARG1(ctx) ((ctx)->regs[1])
+#define REG_ARG2(ctx) ((ctx)->regs[2])
+#define REG_FP(ctx) ((ctx)->regs[29])
+/* At an entry probe, before the prologue saved it, LR holds the return address. */
+#define ENTRY_RETURN_ADDRESS(ctx, out) (*(out) = (ctx)->regs[30], 0)
+/* b.ls (the stack check) is taken when C is clear or Z is set: pstate bits 29 and 30. */
+#define STACK_CHECK_FAILS(ctx) (((ctx)->pstate & (1UL << 29)) == 0 || ((ctx)->pstate & (1UL << 30)) != 0)
+#else
+#define REG_G(ctx) ((ctx)->r14)
+#define REG_ARG0(ctx) ((ctx)->ax)
+#define REG_ARG1(ctx) ((ctx)->bx)
+#define REG_ARG2(ctx) ((ctx)->cx)
+#define REG_FP(ctx) ((ctx)->bp)
+/* At an entry probe, before the prologue pushed anything, [RSP] is the return address. */
+#define ENTRY_RETURN_ADDRESS(ctx, out) bpf_probe_read_user((out), sizeof(u64), (void *)(ctx)->sp)
+/* jbe (the stack check) is taken when CF or ZF is set. */
+#define STACK_CHECK_FAILS(ctx) (((ctx)->flags & 0x41UL) != 0)
+#endif
+
 #ifndef RUN
 #define RUN 0
 #endif
@@ -297,14 +323,15 @@ static __always_inline u64 range_kind(u64 pc)
     return 0;
 }
 
-/* The parked-at frame: gopark's caller is [rsp] (the probe sits before gopark's own frame is
- * built, so RBP is still the caller's frame pointer), then the frame-pointer chain. Stop at
+/* The parked-at frame: gopark's caller is its return address ([rsp]; LR on arm64: the probe
+ * sits before gopark's own frame is built, so the frame pointer is still the caller's), then
+ * the frame-pointer chain. Stop at
  * the first frame in user code; failing that, report the first standard-library frame seen
  * outside the runtime, failing that gopark's caller. */
 static __always_inline u64 parked_at(struct pt_regs *ctx)
 {
-    u64 pc = 0, first = 0, std = 0, bp = ctx->bp;
-    if (bpf_probe_read_user(&pc, sizeof(pc), (void *)ctx->sp) != 0)
+    u64 pc = 0, first = 0, std = 0, bp = REG_FP(ctx);
+    if (ENTRY_RETURN_ADDRESS(ctx, &pc) != 0)
         return 0;
     first = pc;
     for (int i = 0; i < PARK_WALK; i++) {
@@ -382,7 +409,7 @@ static __always_inline void creator_goid(struct pt_regs *ctx, struct goroutine_r
 {
 #if !defined(G_PARENT_GOID_OFF) && defined(G_M_OFF) && defined(M_CURG_OFF)
     u64 m, curg;
-    if (read_u64(ctx->r14 + G_M_OFF, &m) == 0 && read_u64(m + M_CURG_OFF, &curg) == 0)
+    if (read_u64(REG_G(ctx) + G_M_OFF, &m) == 0 && read_u64(m + M_CURG_OFF, &curg) == 0)
         read_u64(curg + G_GOID_OFF, &s->parent_goid);
 #endif
 }
@@ -478,15 +505,15 @@ static __always_inline int created(struct pt_regs *ctx, u64 g)
 #endif
 }
 
-int on_create_rbx(struct pt_regs *ctx) { return created(ctx, ctx->bx); }
-int on_create_rax(struct pt_regs *ctx) { return created(ctx, ctx->ax); }
+/* The new g as runqput's 2nd argument (RBX; R1 on arm64), or as newproc1's result (RAX; R0). */
+int on_create_rbx(struct pt_regs *ctx) { return created(ctx, REG_ARG1(ctx)); }
+int on_create_rax(struct pt_regs *ctx) { return created(ctx, REG_ARG0(ctx)); }
 
-/* The probe sits on the prologue's `jbe morestack` (-D<EVENT>_AT_STACK_CHECK=1): when the
- * branch will be taken (CF or ZF set by the `cmp`), the goroutine grows its stack or is
- * preempted and the prologue runs again, firing the probe a second time. Only the pass that
- * goes on into the body is the event (docs/go-runtime.md#entry-probes-fire-twice-on-split-stacks). */
-#define X86_FLAGS_CF_ZF 0x41UL
-#define STACK_CHECK_FAILS(ctx) (((ctx)->flags & X86_FLAGS_CF_ZF) != 0)
+/* The probe sits on the prologue's `jbe morestack` (`b.ls` on arm64; -D<EVENT>_AT_STACK_CHECK=1):
+ * when the branch will be taken (STACK_CHECK_FAILS, from the flags the compare set), the
+ * goroutine grows its stack or is preempted and the prologue runs again, firing the probe a
+ * second time. Only the pass that goes on into the body is the event
+ * (docs/go-runtime.md#entry-probes-fire-twice-on-split-stacks). */
 #ifndef PARK_AT_STACK_CHECK
 #define PARK_AT_STACK_CHECK 0
 #endif
@@ -501,7 +528,7 @@ int on_exit(struct pt_regs *ctx)
         return 0;
 #endif
     u64 goid;
-    if (read_u64(ctx->r14 + G_GOID_OFF, &goid))
+    if (read_u64(REG_G(ctx) + G_GOID_OFF, &goid))
         return 0;
 #if EMIT_EVENTS || HIST
     u64 now = bpf_ktime_get_ns();
@@ -517,7 +544,7 @@ int on_exit(struct pt_regs *ctx)
     } else {
         /* Created before attach and never seen parked: its facts are still in its g. */
         struct goroutine_record fresh = {};
-        fill_from_g(&fresh, ctx->r14);
+        fill_from_g(&fresh, REG_G(ctx));
         if (selected(&fresh))
             emit(EV_EXIT, now, goid, &fresh, 0, 0);
     }
@@ -531,11 +558,12 @@ int on_exit(struct pt_regs *ctx)
 static __always_inline void mark_parked(struct pt_regs *ctx, struct goroutine_record *s, u64 now)
 {
     s->parked_ns = now;
-    s->wait_reason = ctx->cx & 0xff;
+    s->wait_reason = REG_ARG2(ctx) & 0xff;
     s->flags |= GF_PARKED;
 #if PARK_STACKS
     s->park_stack = capture_stack(ctx);
-    read_u64(ctx->sp, &s->park_caller);
+    if (ENTRY_RETURN_ADDRESS(ctx, &s->park_caller) != 0)
+        count(CTR_LOST_READ);
 #endif
 }
 
@@ -545,7 +573,7 @@ int on_park(struct pt_regs *ctx)
     if (STACK_CHECK_FAILS(ctx))
         return 0;
 #endif
-    u64 g = ctx->r14, goid;
+    u64 g = REG_G(ctx), goid;
     if (read_u64(g + G_GOID_OFF, &goid))
         return 0;
     u64 now = bpf_ktime_get_ns();
@@ -579,7 +607,7 @@ int on_park(struct pt_regs *ctx)
 int on_wake(struct pt_regs *ctx)
 {
     u64 goid;
-    if (read_u64(ctx->ax + G_GOID_OFF, &goid))
+    if (read_u64(REG_ARG0(ctx) + G_GOID_OFF, &goid))
         return 0;
     struct goroutine_record *s = goroutines.lookup(&goid);
     if (s && s->parked_ns) {

@@ -8,6 +8,7 @@ scripts/build-go, which fetches toolchains on demand and rebuilds only when sour
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -58,13 +59,18 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-# linux/arm64 builds (cross-compiled here: GOARCH=arm64), for the binary readers' unit tests;
-# the privileged tests run them in an arm64 VM. Not in VARIANTS: x86-64 tests never see them.
+# linux/arm64 builds (cross-compiled: GOARCH=arm64), for the binary readers' unit tests. Not in
+# VARIANTS: x86-64 tests never see them. On an arm64 machine (scripts/vmtest --arch arm64, whose
+# host builds them first) every variant that has an arm64 build means that build, and
+# "amd64-plain" is the other architecture's.
 ARM64_VARIANTS: dict[str, Variant] = {
     "arm64-plain": Variant((), {"GOARCH": "arm64"}),
     "arm64-stripped": Variant(("-ldflags=-s -w",), {"GOARCH": "arm64"}),
     "arm64-pie": Variant(("-buildmode=pie",), {"GOARCH": "arm64"}),
 }
+CROSS_VARIANTS: dict[str, Variant] = {**ARM64_VARIANTS,
+                                      "amd64-plain": Variant((), {"GOARCH": "amd64"})}
+ON_ARM64 = platform.machine() == "aarch64"
 
 
 # Not in VARIANTS (not link modes every test should see): profile-guided builds whose profile
@@ -137,8 +143,10 @@ def build_go(version: str, src_dir: Path | str, variant: str = "plain") -> Path:
     and flags are unchanged.
     """
     src = Path(src_dir)
+    if ON_ARM64 and f"arm64-{variant}" in ARM64_VARIANTS:
+        variant = f"arm64-{variant}"
     v = Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version, variant)}",)) if (
-        variant in PGO_EDGES) else {**VARIANTS, **ARM64_VARIANTS}[variant]
+        variant in PGO_EDGES) else {**VARIANTS, **CROSS_VARIANTS}[variant]
     if v.needs_cc and shutil.which("gcc") is None and shutil.which("cc") is None:
         raise ToolchainUnavailable(f"variant {variant!r} needs a C compiler (gcc)")
     out = BIN_DIR / f"{src.name}-{version}-{variant}"

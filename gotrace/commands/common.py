@@ -17,7 +17,7 @@ from rich.console import Console
 from gotrace.binary.gobinary import GoBinary
 from gotrace.errors import BadInput, CannotTrace
 from gotrace.live.process import Target
-from gotrace.live.tracer import TRACED_ARCH
+from gotrace.live.tracer import HOST_ARCH
 
 POLL_S = 0.1  # how often a waiting command looks at the clock, signals and the target
 
@@ -28,10 +28,10 @@ def open_target(pid: int) -> tuple[Target, GoBinary]:
     gb = GoBinary.open(target.exe, display_name=f"PID {pid} ({target.exe_display})")
     if target.gone() is not None:  # the binary read may be another process's (PID reused)
         raise BadInput(f"PID {pid} exited or exec'd another program while gotrace read it")
-    if gb.arch != TRACED_ARCH:
-        raise CannotTrace(f"PID {pid} runs a linux/{gb.arch} program: gotrace reads "
-                          f"{gb.arch} binaries (gotrace doctor) but traces {TRACED_ARCH} "
-                          "programs only, for now")
+    if gb.arch != HOST_ARCH:
+        raise CannotTrace(f"PID {pid} runs a linux/{gb.arch} program on a linux/{HOST_ARCH} "
+                          "machine (emulated?): gotrace traces programs of the machine's own "
+                          "architecture")
     return target, gb
 
 

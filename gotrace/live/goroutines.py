@@ -246,6 +246,7 @@ GAP = 4096  # gs at most this far apart are read as one range, with what lies be
 RUN_BYTES = 1 << 20  # one range at most this long
 BATCH_BYTES = 8 << 20  # bytes read per batch (the buffer held at once)
 STACK_BATCH = 4096  # stack windows read per batch
+FRAME_RECORD_BELOW_SP = {"amd64": 0, "arm64": 8}  # see GoroutineReader.record_below_sp
 
 
 def read_batch(mem: Memory, addrs: Sequence[int], sizes: Sequence[int],
@@ -342,6 +343,10 @@ class GoroutineReader:
         self.mem = mem
         self.bias = bias
         self.addrs: AllgsAddrs = find_allgs(gb.img, gb.pcln)
+        # Where a frame's record (saved frame pointer, return address) lies relative to its SP:
+        # at SP on amd64 (the saved RBP is the frame's lowest word once the prologue ran), 8
+        # bytes below on arm64 (`MOVD R29, -8(RSP)`; R29 = RSP - 8), where sched.bp points.
+        self.record_below_sp = FRAME_RECORD_BELOW_SP[gb.arch]
 
     def g_pointers(self) -> tuple[list[int], int]:
         """(addresses of every g in allgs, pointers that could not be read)."""
@@ -525,6 +530,7 @@ class GoroutineReader:
         append = out.append
         mem = self.mem
         unsaved = _UNSAVED
+        below = self.record_below_sp
         for first in range(0, len(gs), STACK_BATCH):
             part = gs[first : first + STACK_BATCH]
             starts: list[_Start] = []
@@ -537,9 +543,9 @@ class GoroutineReader:
                 else:
                     s = self._start(g)
                 starts.append(s)
-                if s.__class__ is tuple and s[0] and g.stack_lo <= s[1] < g.stack_hi:
-                    addrs.append(s[1])
-                    sizes.append(min(g.stack_hi - s[1], STACK_WINDOW))
+                if s.__class__ is tuple and s[0] and g.stack_lo <= s[1] - below < g.stack_hi:
+                    addrs.append(s[1] - below)
+                    sizes.append(min(g.stack_hi - s[1] + below, STACK_WINDOW))
             buf, failed = read_batch(mem, addrs, sizes)
             bad = set(failed)
             k = pos = 0
@@ -551,6 +557,7 @@ class GoroutineReader:
                 if not pc:
                     append(GoroutineStack(g, [], source))
                     continue
+                sp -= below  # the lowest address a frame record of this stack may have
                 lo, hi = g.stack_lo, g.stack_hi
                 at = size = 0  # no window: every frame read one by one
                 if lo <= sp < hi:

@@ -25,7 +25,7 @@ from gotrace.binary import disasm
 from gotrace.binary.buildinfo import read_build_info
 from gotrace.binary.elf import ElfImage
 from gotrace.binary.gobinary import GoBinary
-from gotrace.errors import BadInput, GotraceError
+from gotrace.errors import BadInput, CannotTrace, GotraceError
 from gotrace.live.bpfdefs import const
 from gotrace.live.process import Target
 from gotrace.live.tracer import RunStop, RunTracer
@@ -95,6 +95,9 @@ def exit_probe(gb: GoBinary) -> disasm.ProbePoint:
     must land before the SYSCALL itself: a signal raised at a single-stepped probe is taken
     after the stepped instruction.
     """
+    if gb.arch != "amd64":
+        raise CannotTrace(f"{gb.img.name}: gotrace run holds linux/amd64 programs at their exit "
+                          f"only, not linux/{gb.arch} ones, for now")
     f = gb.func("runtime.exit")
     insns = disasm.decode(gb.img, f.entry, f.end)
     before = []

@@ -17,6 +17,7 @@ import errno
 import io
 import mmap
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -38,8 +39,9 @@ STACK_ENTRIES = 16384
 DEFAULT_HIST_ENTRIES = 16384
 
 
-# The architecture bpf/gotrace.bpf.c reads registers of (GoBinary.arch names the program's).
-TRACED_ARCH = "amd64"
+# This machine's architecture, in Go's words (GoBinary.arch names the program's): the BPF
+# handlers read its registers (bpf/gotrace.bpf.c, -DARCH_ARM64 on arm64).
+HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 @contextlib.contextmanager
 def capture_stderr(into: io.StringIO) -> Iterator[None]:
@@ -92,9 +94,10 @@ class Tracer:
 
     def __init__(self, gb: GoBinary, target: Target, *,
                  max_goroutines: int = DEFAULT_MAX_GOROUTINES) -> None:
-        if gb.arch != TRACED_ARCH:  # the handlers read x86-64 registers
-            raise CannotTrace(f"{gb.img.name} is a linux/{gb.arch} program: gotrace's probes "
-                              f"run on {TRACED_ARCH} programs only, for now")
+        if gb.arch != HOST_ARCH:  # an emulated program (qemu-user): not the kernel's registers
+            raise CannotTrace(f"{gb.img.name} is a linux/{gb.arch} program on a linux/"
+                              f"{HOST_ARCH} machine: gotrace probes programs of the machine's "
+                              "own architecture")
         self.gb = gb
         self.target = target
         self.max_goroutines = max_goroutines
@@ -107,6 +110,7 @@ class Tracer:
             *self.gb.offsets.as_cflags(),
             f"-DMAX_GOROUTINES={self.max_goroutines}",
             *(f"-D{h.event.upper()}_AT_STACK_CHECK=1" for h in self.gb.hooks if h.stack_check),
+            f"-DARCH_ARM64={int(self.gb.arch == 'arm64')}",
         ]
         if self.gb.offsets.parent_goid is None:
             # Before Go 1.21 the creator's goid comes from g0.m.curg at the create hook.

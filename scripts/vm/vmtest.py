@@ -48,6 +48,10 @@ options (before the pytest arguments):
   --keep              keep the job directory (console log, output) for inspection
   --command CMD       run `bash -c CMD` in the guest instead of pytest (venv first on PATH),
                       e.g. --command 'gotrace doctor'
+  --arch amd64|arm64  amd64 (default): the kernel above with the host's userland; arm64:
+                      Debian's arm64 kernel under qemu-system-aarch64 (TCG) on an arm64
+                      Debian root filesystem built once under $GOTRACE_TOOLS/vm/arm64
+                      (see scripts/vm/arm64.py)
 
 exit codes: pytest's; 3 the VM could not be set up or booted; 124 timeout.
 """
@@ -71,13 +75,15 @@ class Options:
     cpus: int = 2
     keep: bool = False
     command: str | None = None
+    arch: str = "amd64"
     pytest_args: list[str] = field(default_factory=list)
 
 
 def parse(argv: list[str]) -> Options:
     """vmtest's own options come first; everything from the first other word goes to pytest."""
     opts = Options()
-    valued = {"--timeout", "--accel", "--kvm-probe", "--kernel", "--memory", "--cpus", "--command"}
+    valued = {"--timeout", "--accel", "--kvm-probe", "--kernel", "--memory", "--cpus", "--command",
+              "--arch"}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -115,6 +121,10 @@ def parse(argv: list[str]) -> Options:
                 opts.kernel = value
             elif name == "--command":
                 opts.command = value
+            elif name == "--arch":
+                if value not in ("amd64", "arm64"):
+                    raise ValueError(value)
+                opts.arch = value
             elif value in ("auto", "kvm", "tcg"):
                 opts.accel = value
             else:
@@ -250,11 +260,13 @@ def tail(path: Path, lines: int = 25) -> str:
 class Boot:
     """One qemu run: streams the guest's test output to stdout until qemu exits or time is up."""
 
-    def __init__(self, opts: Options, accel: str, argv: list[str], job: Path) -> None:
+    def __init__(self, opts: Options, accel: str, argv: list[str], job: Path,
+                 script: str | None = None) -> None:
         self.job = job
         for name in ("console.log", "out.log", "rc"):
             (job / name).unlink(missing_ok=True)
-        (job / "command.sh").write_text(command_script(opts, accel))
+        (job / "command.sh").write_text(script if script is not None
+                                        else command_script(opts, accel))
         (job / "out.log").touch()
         self.qemu_log = (job / "qemu.log").open("wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.qemu_log,
@@ -311,6 +323,11 @@ def run(opts: Options) -> int:
     if os.geteuid() != 0:
         raise Failure("must run as root (it installs packages, boots qemu): "
                       "sudo scripts/vmtest")
+    if opts.arch == "arm64":
+        sys.modules.setdefault("vmtest", sys.modules[__name__])  # one Failure class for both
+        import arm64  # its own root filesystem: no host setup needed
+
+        return arm64.run(opts)
     host_setup()
     release, vmlinuz = prepare_kernel(opts)
     initrd = initramfs.cached(release, VM_CACHE)

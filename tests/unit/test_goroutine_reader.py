@@ -87,6 +87,7 @@ class FakeReader:
         self.reader.mem = mem  # type: ignore[assignment]
         self.reader.bias = 0
         self.reader.addrs = AllgsAddrs(0, allglen_addr, allgptr_addr, "test")
+        self.reader.record_below_sp = 0
 
 
 def memory_with_gs(gs: dict[int, bytes | None]) -> tuple[FakeMemory, FakeReader]:
@@ -428,3 +429,22 @@ def test_read_batch_goes_on_after_a_partial_call(pages: int) -> None:
     buf, failed = ProcessMemory(os.getpid()).read_batch(big, [2] * len(big))
     assert failed == [] and len(buf) == 4096 and set(buf) == {0x11}
     mem.close()
+
+
+def test_arm64_stacks_start_from_the_frame_record_below_sp() -> None:
+    """On arm64 sched.bp is RSP - 8 (`MOVD R29, -8(RSP)`): the walk starts 8 bytes below the
+    saved SP, where amd64's would stop at once."""
+    lo = 0x10000
+    g = bytearray(make_g(0xA000, 30, G_WAITING, lo=lo))
+    struct.pack_into("<Q", g, OFF.sched_bp, lo + 0x1F00 - 8)
+    mem, reader = batch_reader({0xA000: bytes(g)})
+    stack = bytearray(0x2000)
+    struct.pack_into("<QQ", stack, 0x1F00 - 8, lo + 0x1F40, 0x404000)  # [saved fp, saved lr]
+    struct.pack_into("<QQ", stack, 0x1F40, 0, 0x405000)
+    mem.blobs[lo] = bytes(stack)
+    (snap,) = reader.scan().goroutines
+    (amd64,) = reader.stacks([snap])
+    assert amd64 is not None and amd64.pcs == [0x401234]
+    reader.record_below_sp = 8
+    (arm64,) = reader.stacks([snap])
+    assert arm64 is not None and arm64.pcs == [0x401234, 0x404000, 0x405000]
