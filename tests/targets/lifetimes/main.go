@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -94,6 +95,7 @@ func scenario() {
 	spawnMedium(&wg)
 	spawnShort(&wg)
 	wg.Wait()
+	allExited()
 	fmt.Printf("done short=%d medium=%d long=%d\n", nShort, nMedium, nLong)
 }
 
@@ -127,7 +129,17 @@ func deep() {
 		go deepOne(&wg, i) // site:deep
 	}
 	wg.Wait()
+	allExited()
 	fmt.Printf("done deep=%d\n", nDeep)
+}
+
+// allExited returns once every goroutine but main has exited: wg.Done runs in a deferred call,
+// before the goroutine's exit, so without this the program could end before the last exits
+// (and their exit events) happen.
+func allExited() {
+	for runtime.NumGoroutine() > 1 {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // pace sleeps as needed so that op n happens no earlier than n/rate seconds after start.
