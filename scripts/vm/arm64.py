@@ -410,29 +410,10 @@ def run(opts: Options) -> int:
             f"{opts.memory} MiB, time limit {opts.timeout:g}s")
         boot = Boot(opts, qemu_argv(opts, cpu, vmlinuz, initrd, job, rootfs), job)
         outcome = boot.run(deadline)
-        elapsed = time.monotonic() - started
-        if outcome == "timeout":
-            boot.kill()
-            say(f"timed out after {elapsed:.0f}s (--timeout {opts.timeout:g}): killed the VM; "
-                f"last kernel messages:\n{tail(job / 'console.log')}")
-            return 124
-        rc_file = job / "rc"
-        if not rc_file.exists():
-            say(f"the guest stopped without an exit code after {elapsed:.0f}s (qemu status "
-                f"{boot.proc.returncode}); qemu said:\n{tail(job / 'qemu.log', 5)}\n"
-                f"last kernel messages:\n{tail(job / 'console.log')}")
-            return 3
-        rc = int(rc_file.read_text().strip() or "1")
-        what = "the command" if opts.command is not None else "pytest"
-        say(f"guest kernel {release} (arm64, TCG): {what} exited with {rc} after {elapsed:.0f}s")
-        return rc
+        return vmtest.guest_rc(opts, boot, outcome, job, time.monotonic() - started,
+                               f"{release} (arm64, TCG)")
     finally:
-        if boot is not None:
-            boot.kill()
-        if opts.keep:
-            say(f"job directory kept: {job}")
-        else:
-            shutil.rmtree(job, ignore_errors=True)
+        vmtest.clean_up(opts, boot, job)
 
 
 if __name__ == "__main__":  # python3 scripts/vm/arm64.py: build the root filesystem only

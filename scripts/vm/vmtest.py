@@ -356,30 +356,41 @@ def run(opts: Options) -> int:
             accel = "tcg"
             boot = Boot(opts, accel, qemu_argv(opts, accel, vmlinuz, initrd, job), job)
             outcome = boot.run(deadline)
-        elapsed = time.monotonic() - started
-        if outcome == "timeout":
-            boot.kill()
-            say(f"timed out after {elapsed:.0f}s (--timeout {opts.timeout:g}): killed the VM; "
-                f"last kernel messages:\n{tail(job / 'console.log')}")
-            return 124
-        rc_file = job / "rc"
-        if not rc_file.exists():
-            say(f"the guest stopped without an exit code after {elapsed:.0f}s (qemu status "
-                f"{boot.proc.returncode}); qemu said:\n{tail(job / 'qemu.log', 5)}\n"
-                f"last kernel messages:\n{tail(job / 'console.log')}")
-            return 3
-        rc = int(rc_file.read_text().strip() or "1")
-        what = "the command" if opts.command is not None else "pytest"
-        say(f"guest kernel {release} ({accel.upper()}): {what} exited with {rc} "
-            f"after {elapsed:.0f}s")
-        return rc
+        return guest_rc(opts, boot, outcome, job, time.monotonic() - started,
+                        f"{release} ({accel.upper()})")
     finally:
-        if boot is not None:
-            boot.kill()
-        if opts.keep:
-            say(f"job directory kept: {job}")
-        else:
-            shutil.rmtree(job, ignore_errors=True)
+        clean_up(opts, boot, job)
+
+
+def guest_rc(opts: Options, boot: Boot, outcome: str, job: Path, elapsed: float,
+             kernel: str) -> int:
+    """The exit code of a finished boot (both architectures): the guest's, 124 on timeout, 3
+    when the guest stopped without one; one line says which."""
+    if outcome == "timeout":
+        boot.kill()
+        say(f"timed out after {elapsed:.0f}s (--timeout {opts.timeout:g}): killed the VM; "
+            f"last kernel messages:\n{tail(job / 'console.log')}")
+        return 124
+    rc_file = job / "rc"
+    if not rc_file.exists():
+        say(f"the guest stopped without an exit code after {elapsed:.0f}s (qemu status "
+            f"{boot.proc.returncode}); qemu said:\n{tail(job / 'qemu.log', 5)}\n"
+            f"last kernel messages:\n{tail(job / 'console.log')}")
+        return 3
+    rc = int(rc_file.read_text().strip() or "1")
+    what = "the command" if opts.command is not None else "pytest"
+    say(f"guest kernel {kernel}: {what} exited with {rc} after {elapsed:.0f}s")
+    return rc
+
+
+def clean_up(opts: Options, boot: Boot | None, job: Path) -> None:
+    """Stop qemu and remove the job directory unless --keep."""
+    if boot is not None:
+        boot.kill()
+    if opts.keep:
+        say(f"job directory kept: {job}")
+    else:
+        shutil.rmtree(job, ignore_errors=True)
 
 
 def main() -> None:
