@@ -4,8 +4,9 @@ Workloads (benchmarks/workload): goroutine churn (create + exit), channel ping-p
 heavy), a net/http server on 127.0.0.1 under a bounded load generator (a separate, untraced
 process), and the same server starting one goroutine per request and waiting for it
 (http-spawn, errgroup style). Configurations: baseline twice (baseline2 shows the noise band),
-`gotrace attach` in its three modes (default: a probe on creation only, park state read from
-memory; `--park-times exact`: probes on park and exit too; `--no-bpf`: no probe at all),
+`gotrace attach` in its modes (default: a probe on each go statement until it walked a
+creation stack, park state read from memory; `--creation-stacks 64`: a probe on every creation
+instead; `--park-times exact`: probes on park and exit too; `--no-bpf`: no probe at all),
 `gotrace tail --json` to /dev/null, `gotrace hist`, and Go's own execution tracer. Every
 repetition runs every configuration in turn, so machine noise spreads over all of them; results
 are medians with min-max as ratios to the baseline, and the targets are checked at the end.
@@ -53,13 +54,16 @@ OP = {
 BASELINES = ("baseline", "baseline2")
 ATTACH_ARGS = {
     "attach": [],
+    "attach-every": ["--creation-stacks", "64"],
     "attach-exact": ["--park-times", "exact"],
     "attach-nobpf": ["--no-bpf"],
 }
 # Probe hits per config: the report's counters that count probe hits (attach's default mode
-# reports "exited" from memory reads, not from a probe; --no-bpf has no probe at all).
+# counts creations from the goids it reads, and its go statement probes apart; --no-bpf has no
+# probe at all).
 HIT_COUNTERS = {
-    "attach": ("created",),
+    "attach": ("go_statement_hits",),
+    "attach-every": ("created",),
     "attach-exact": ("created", "exited", "parks"),
     "attach-nobpf": (),
     "hist": ("created", "exited", "parks", "wakes"),

@@ -19,6 +19,8 @@
  *                  section "gotrace run" below); the per-program tracers are the builds above.
  *
  * Hooks (chosen by choose_hooks in gotrace/binary/gobinary.py, on emulated instructions):
+ *   on_go          each `go` statement's call to runtime.newproc (codemap.go_statements),
+ *                  until it walked one creation stack (attach's default)
  *   on_create_rbx  the `call runqput` in newproc.func1: RBX = the new g, fully initialised
  *   on_create_rax  fallback: every RET of newproc1, RAX = the new g (never a uretprobe)
  *   on_exit        goexit1, R14 = the exiting g
@@ -39,6 +41,8 @@
 #define REG_ARG1(ctx) ((ctx)->regs[1])
 #define REG_ARG2(ctx) ((ctx)->regs[2])
 #define REG_FP(ctx) ((ctx)->regs[29])
+#define REG_IP(ctx) ((ctx)->pc)
+#define CALL_SIZE 4 /* bl imm26 */
 /* At an entry probe, before the prologue saved it, LR holds the return address. */
 #define ENTRY_RETURN_ADDRESS(ctx, out) (*(out) = (ctx)->regs[30], 0)
 /* b.ls (the stack check) is taken when C is clear or Z is set: pstate bits 29 and 30. */
@@ -49,6 +53,8 @@
 #define REG_ARG1(ctx) ((ctx)->bx)
 #define REG_ARG2(ctx) ((ctx)->cx)
 #define REG_FP(ctx) ((ctx)->bp)
+#define REG_IP(ctx) ((ctx)->ip)
+#define CALL_SIZE 5 /* call rel32 */
 /* At an entry probe, before the prologue pushed anything, [RSP] is the return address. */
 #define ENTRY_RETURN_ADDRESS(ctx, out) bpf_probe_read_user((out), sizeof(u64), (void *)(ctx)->sp)
 /* jbe (the stack check) is taken when CF or ZF is set. */
@@ -504,6 +510,28 @@ static __always_inline int created(struct pt_regs *ctx, u64 g)
     return 0;
 #endif
 }
+
+#if CREATIONS_ONLY && CREATE_STACKS
+/* A `go` statement's own call to runtime.newproc (attach's default, --creation-stacks first):
+ * the probe sits in the creator, so the user stack is the creation stack, and the go statement
+ * is the probed address: no read of the target's memory. User space removes each go
+ * statement's probe once its stack is here, so a go statement costs a probe hit or two, not
+ * one per goroutine. */
+static __always_inline int go_statement(struct pt_regs *ctx)
+{
+    u64 gopc = REG_IP(ctx) + CALL_SIZE; /* what newproc will store in g.gopc */
+    count(CTR_GO_STATEMENT);
+    struct site_stack s = {.stack_id = capture_stack(ctx), .seen = 1};
+    if (s.stack_id >= 0 && site_stacks.update(&gopc, &s) != 0)
+        count(CTR_LOST_STACK); /* more go statements than SITE_ENTRIES */
+    return 0;
+}
+/* on_go goes into one uprobe_multi link (gotrace/live/uprobe_multi.py), a program loaded for
+ * that alone; on_go_perf, the same, into one perf-event uprobe per go statement on kernels
+ * without those links. */
+int on_go(struct pt_regs *ctx) { return go_statement(ctx); }
+int on_go_perf(struct pt_regs *ctx) { return go_statement(ctx); }
+#endif
 
 /* The new g as runqput's 2nd argument (RBX; R1 on arm64), or as newproc1's result (RAX; R0). */
 int on_create_rbx(struct pt_regs *ctx) { return created(ctx, REG_ARG1(ctx)); }

@@ -20,7 +20,8 @@
 #define CTR_LOST_READ 6       /* target memory the probe could not read */
 #define CTR_LOST_RINGBUF 7    /* events not sent: the ring buffer was full (EMIT_EVENTS) */
 #define CTR_LOST_HIST 8       /* samples not counted: the histogram map was full (HIST) */
-#define NR_COUNTERS 9
+#define CTR_GO_STATEMENT 9    /* hits of the go statement probes (on_go) */
+#define NR_COUNTERS 10
 
 /* struct goroutine_record.flags */
 #define GF_SEEN_CREATE 1 /* created while attached: the creation stack is complete */

@@ -101,15 +101,15 @@ def cli() -> None:
               show_default=True,
               help="With --park-times exact: parked stacks read from memory for suspects "
                    "only, or captured in BPF at every park (~0.7 µs more per park).")
-@click.option("--creation-stacks", type=click.IntRange(1, 1 << 20), default=64,
-              show_default=True, metavar="N",
-              help="Walk the creation stack of one goroutine in N per go statement (a power "
-                   "of two; 1 = every goroutine); the others share the last one walked there.")
+@click.option("--creation-stacks", default="first", show_default=True, metavar="first|N",
+              help="first: a probe on each go statement, removed once it walked a creation "
+                   "stack (no cost after that). N: a probe on every creation, walking the "
+                   "stack of one goroutine in N per go statement (a power of two).")
 def attach(pid: int, threshold: float, interval: float, duration: float | None, as_json: bool,
            stacks: bool, pprof: str | None, ignore_rules: tuple[str, ...],
            ignore_files: tuple[str, ...], baseline: bool, max_goroutines: int, park_times: str,
            read_interval: float | None, no_bpf: bool, park_stacks: str,
-           creation_stacks: int) -> None:
+           creation_stacks: str) -> None:
     """Trace goroutines of PID and report those parked longer than --threshold.
 
     Reports are grouped by the `go` statement that created the goroutines, the wait reason and
@@ -118,8 +118,10 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
     from gotrace.analysis.ignore import Ignorer, load_rules
     from gotrace.commands.attach import AttachOptions, run
 
-    if creation_stacks & (creation_stacks - 1):
-        raise click.BadParameter("must be a power of two (1, 2, 4, ... 64 ...)",
+    every = None if creation_stacks == "first" else \
+        int(creation_stacks) if creation_stacks.isdigit() else 0
+    if every is not None and not (0 < every <= 1 << 20 and every & (every - 1) == 0):
+        raise click.BadParameter("must be first or a power of two (1, 2, 4, ... 64 ...)",
                                  param_hint="--creation-stacks")
     if park_stacks == "bpf" and park_times != "exact":
         raise click.BadParameter("bpf needs --park-times exact (parks are not probed "
@@ -128,7 +130,7 @@ def attach(pid: int, threshold: float, interval: float, duration: float | None, 
         raise click.BadParameter("exact park times need the park probe, not --no-bpf",
                                  param_hint="--park-times")
     sys.exit(run(AttachOptions(pid, threshold, interval, duration, as_json, stacks,
-                               max_goroutines, park_stacks == "bpf", creation_stacks,
+                               max_goroutines, park_stacks == "bpf", every,
                                exact=park_times == "exact", no_bpf=no_bpf,
                                read_interval_s=read_interval or min(1.0, max(0.1, threshold / 4)),
                                pprof=pprof,
@@ -232,11 +234,12 @@ def hist(pid: int, duration: float, by: str, as_json: bool, max_goroutines: int)
               help="go_site label values per process: the sites with the most live "
                    "goroutines; the rest are summed as 'other'.")
 @click.option("--no-bpf", is_flag=True,
-              help="No probe at all, memory reads only (created/exited then count what the "
-                   "reads see).")
+              help="No probe at all, memory reads only (creation stacks are the go "
+                   "statement alone).")
 @click.option("--probe-after", type=DURATION, default="10s", show_default=True,
-              help="Add the creation probe (a BPF compile, ~1 s of CPU) to processes still "
-                   "running after this long; until then memory reads only.")
+              help="Add the go statement probes (a BPF compile, ~1 s of CPU: creation "
+                   "stacks) to processes still running after this long; until then memory "
+                   "reads only.")
 @max_goroutines_option
 @ignore_options
 @click.option("--baseline", is_flag=True,

@@ -75,6 +75,8 @@ class Counters:
     parks: int | None = 0  # None: parks not probed (attach reads park state from memory)
     wakes: int | None = 0  # None: wake-ups not probed (attach relies on memory instead)
     lost: Lost = field(default_factory=Lost)
+    # attach's default: hits of the go statements' own probes (each removed after its stack)
+    go_statement_hits: int | None = None
 
     @property
     def lost_events(self) -> int:
@@ -86,6 +88,8 @@ class Counters:
             "exited": self.exited,
             **({"parks": self.parks} if self.parks is not None else {}),
             **({"wakes": self.wakes} if self.wakes is not None else {}),
+            **({"go_statement_hits": self.go_statement_hits}
+               if self.go_statement_hits is not None else {}),
             "lost_events": self.lost_events,
             "lost": self.lost.to_json(),
         }

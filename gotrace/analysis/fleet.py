@@ -3,7 +3,7 @@ report of each, and the figures a scrape shows.
 
 Each process found gets attach's session at once, memory-only (LeakSession with no tracer:
 no BPF program to compile, a process is traced within milliseconds of being found). The
-creation probe (a LeakTracer: exact created/exited counts, creation stacks) is compiled only
+go statement probes (a LeakTracer: creation stacks) are compiled only
 for processes still running after a grace period, in one worker thread, one compile at a time:
 compiling costs 0.5-2 s of CPU, which a host starting 100 short-lived Go programs a minute
 would otherwise pay 100 times a minute, and the main loop keeps finding and reading processes
@@ -36,7 +36,6 @@ from gotrace.model import LOST_REASONS, LeakReport
 
 K = TypeVar("K")
 Site = Frame | None  # a go statement; None: the sites beyond --max-sites, summed ("other")
-CREATE_STACK_EVERY = 64  # as attach's default: one creation stack walked in 64 per go statement
 UNUSED_BINARIES = 16  # binaries kept open after their last process exited (churn reuses them)
 
 
@@ -164,7 +163,7 @@ class Binaries:
 
 
 class ProbeWorker:
-    """Compiles and attaches creation probes in one thread, one at a time, so that the main
+    """Compiles and attaches go statement probes in one thread, one at a time, so that the main
     loop keeps finding and reading processes during the 0.5-2 s each compile takes."""
 
     def __init__(self, max_goroutines: int) -> None:
@@ -180,8 +179,7 @@ class ProbeWorker:
             if not target.alive():
                 self.done.put((target, None, "exited"))
                 continue
-            tracer = LeakTracer(gb, target, max_goroutines=self.max_goroutines,
-                                create_stack_every=CREATE_STACK_EVERY)
+            tracer = LeakTracer(gb, target, max_goroutines=self.max_goroutines)
             try:
                 tracer.attach()
             except GotraceError as e:
@@ -383,7 +381,7 @@ class Fleet:
             if tracer is None:
                 t.probe = "failed"
                 if error != "exited" and t.target.alive():
-                    self.log(f"PID {t.labels.pid} ({t.labels.exe}): no creation probe, memory "
+                    self.log(f"PID {t.labels.pid} ({t.labels.exe}): no go statement probes, memory "
                              f"reads only: {error}")
                 continue
             try:
@@ -394,10 +392,10 @@ class Fleet:
                 self.log(f"PID {t.labels.pid} ({t.labels.exe}): {e.message}")
                 continue
             t.probe = "attached"
-            for m in (t.created, t.exited, *t.lost.values()):
-                m.restart()  # the probe's counters start from zero
-            self.log(f"PID {t.labels.pid} ({t.labels.exe}): creation probe attached "
-                     f"({len(tracer.attached)} uprobe{'s' if len(tracer.attached) != 1 else ''})")
+            for m in t.lost.values():
+                m.restart()  # the probes' counters start from zero
+            self.log(f"PID {t.labels.pid} ({t.labels.exe}): go statement probes attached "
+                     f"({len(tracer.armed)} uprobe{'s' if len(tracer.armed) != 1 else ''})")
             changed = True
         return changed
 

@@ -2,8 +2,8 @@
 
 Three ways to know, one report:
 - memory (the default): periodic reads of the target's goroutines tell who stayed parked
-  (analysis/parks.py); the only probe is on creation, for the creation stacks (live/tracer.py
-  LeakTracer: a count and each go statement's creation stack);
+  (analysis/parks.py); the only probes are on the go statements, each until it walked its
+  creation stack (live/tracer.py LeakTracer), and the reads count creations from the goids;
 - memory without BPF (--no-bpf): the same reads, no probe at all; the creation stack is the go
   statement alone;
 - exact (--park-times exact): probes on park and exit keep a table of exact park times;
@@ -68,6 +68,7 @@ class LeakSession:
         self.exact = tracer is not None and tracer.park_probe
         self.parks = ParkTracker()
         self.first_read: set[int] = set()  # goids that existed at attach
+        self.first_goid = self.top_goid = 0  # Scan.top_goid at attach, and now
         self.skipped = 0  # goroutines of the last read that could not be read
         self.threshold_s = threshold_s
         self.ignore = ignore
@@ -94,6 +95,7 @@ class LeakSession:
             return self._seed_table(scan, now)
         self.parks.update(scan.goroutines, now)
         self.first_read = set(self.parks.live)
+        self.first_goid = self.top_goid = scan.top_goid
         self.skipped = scan.skipped
         return Seeded(len(scan.goroutines), len(self.parks.parks), 0, 0, scan.skipped)
 
@@ -109,17 +111,16 @@ class LeakSession:
         with no_gc():  # one Park per new park, no cycle
             self.parks.update(scan.goroutines, now)
         self.skipped = scan.skipped
+        self.top_goid = max(self.top_goid, scan.top_goid)
 
     def add_tracer(self, tracer: LeakTracer) -> None:
-        """Give a memory-only session its creation probe, attached since (`gotrace agent`
-        starts every process without BPF, which needs no compile, and adds the probe to those
-        that stay). Park history is kept; the goroutines live now count as existing at
-        attach, so the counters count from here."""
+        """Give a memory-only session its go statement probes, attached since (`gotrace agent`
+        starts every process without BPF, which needs no compile, and adds the probes to those
+        that stay). Park history and the counts from memory go on."""
         if self.tracer is not None or tracer.park_probe:
-            raise ValueError("add_tracer: a memory-only session takes a creation probe")
+            raise ValueError("add_tracer: a memory-only session takes go statement probes")
         self.read()
         self.tracer = tracer
-        self.first_read = set(self.parks.live)
 
     def _scan(self, *, check: bool = False) -> Scan | None:
         """Every goroutine, read now; None when the target ended while read (or what was read
@@ -224,13 +225,11 @@ class LeakSession:
                 g.parent_goid, g.wait_reason, 0, 0, none if before else sites.get(g.gopc, none),
                 none))
             verdicts[goid] = Verdict(True, stacks.get(goid, ()))
-        if self.tracer is not None:
-            counters = self.tracer.counters()
-            counters.exited = max(0, counters.created + len(self.first_read)
-                                  - len(self.parks.live))
-        else:
-            counters = Counters(created=self.parks.appeared, exited=self.parks.disappeared,
-                                parks=None, wakes=None)
+        counters = self.tracer.counters() if self.tracer is not None else \
+            Counters(parks=None, wakes=None)
+        if self.tracer is None or self.tracer.per_go_statement:  # no probe on every creation
+            counters.created = self.top_goid - self.first_goid
+        counters.exited = max(0, counters.created + len(self.first_read) - len(self.parks.live))
         counters.lost.memory_reads += self.skipped
         return records, counters, lambda r: verdicts[r.goid]
 

@@ -47,8 +47,6 @@ class ParkTracker:
         self.live: dict[int, GSnapshot] = {}  # goid -> last read
         self.reads = 0
         self.last_read_ns = 0
-        self.appeared = 0  # goroutines first seen after the first read
-        self.disappeared = 0  # goroutines gone between two reads (exited)
 
     def update(self, gs: Iterable[GSnapshot], now_ns: int) -> None:
         """Fold in one read of every live goroutine, taken at now_ns."""
@@ -69,9 +67,6 @@ class ParkTracker:
             else:
                 since = min(now_ns, g.waitsince) if g.waitsince else now_ns
                 parks[g.goid] = Park(g, since, now_ns)
-        if self.reads:
-            self.appeared += sum(1 for goid in live if goid not in self.live)
-            self.disappeared += sum(1 for goid in self.live if goid not in live)
         self.parks, self.live = parks, live
         self.reads += 1
         self.last_read_ns = now_ns

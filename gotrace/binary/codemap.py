@@ -10,17 +10,18 @@ in BPF.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from gotrace.binary.pclntab import Frame, Pclntab
+from gotrace.binary import disasm
+from gotrace.binary.disasm import Code
+from gotrace.binary.pclntab import Frame, Func, Pclntab
+from gotrace.errors import BadInput
 
 USER = 0
 RUNTIME = 1  # runtime and internal packages: RANGE_RUNTIME in bpf/gotrace.h
 STD = 2  # the rest of the standard library: RANGE_STD
 
 _RUNTIME_NAMES = ("runtime.", "runtime/", "internal/", "type:", "go:", "go.")
-_CALL_REL32 = re.compile(rb"\xe8", re.S)
 
 
 def package_of(name: str) -> str:
@@ -80,25 +81,62 @@ def text_range(pcln: Pclntab) -> tuple[int, int]:
     return funcs[0].entry, funcs[-1].end
 
 
-def go_statements(pcln: Pclntab, read: Callable[[int, int], bytes]) -> list[int]:
-    """The gopc of every `go` statement: the return address of each `call runtime.newproc`.
+def go_statements(pcln: Pclntab, code: Code, arch: str) -> list[int]:
+    """The gopc of every `go` statement: the return address of each `call runtime.newproc`
+    (`bl` on arm64), in address order.
 
-    A byte scan for E8 rel32 whose target is newproc; a false hit inside another
-    instruction is harmless (no goroutine ever carries that gopc).
+    A byte scan finds the calls whose target is newproc; each is then confirmed as an
+    instruction by decoding its function, since a probe goes on it (live/tracer.py).
+    runtime.newproc's own ABI0 wrapper, which only rt0_go calls for the main goroutine, is
+    left out.
     """
-    targets = {f.entry for f in pcln.functions() if f.name == "runtime.newproc"}
-    if not targets:
+    newproc = [f for f in pcln.functions() if f.name == "runtime.newproc"]
+    if not newproc:
         return []
+    targets = {f.entry for f in newproc}
     lo, hi = text_range(pcln)
-    code = read(lo, hi - lo)
+    text = code.read(lo, hi - lo)
+    hits = _bl_hits(text, lo, targets) if arch == "arm64" else _call_hits(text, lo, targets)
+    by_func: dict[Func, list[int]] = {}
+    for addr in hits:
+        f = pcln.func_at(addr)
+        if f is not None and f.name != "runtime.newproc":
+            by_func.setdefault(f, []).append(addr)
+    out: list[int] = []
+    size = CALL_SIZE[arch]
+    for f, addrs in by_func.items():
+        try:
+            calls = disasm.call_starts(code, f.entry, f.end, arch)
+        except BadInput:
+            continue  # a function too big to decode: its go statements go unprobed
+        out.extend(a + size for a in addrs if a in calls)
+    return sorted(out)
+
+
+# Bytes of the call instruction before a gopc: `call rel32` (E8), `bl imm26`.
+CALL_SIZE = {"amd64": 5, "arm64": 4}
+_CALL_REL32 = re.compile(rb"\xe8")
+_BL_TOP_BYTE = re.compile(rb"[\x94-\x97]")  # bits 31-26 = 100101: BL
+
+
+def _call_hits(text: bytes, lo: int, targets: set[int]) -> list[int]:
     out = []
-    for m in _CALL_REL32.finditer(code):
+    for m in _CALL_REL32.finditer(text, 0, len(text) - 4):
         i = m.start()
-        if i + 5 > len(code):
-            break
-        ret = lo + i + 5
-        if ret + int.from_bytes(code[i + 1 : i + 5], "little", signed=True) in targets:
-            out.append(ret)
+        if lo + i + 5 + int.from_bytes(text[i + 1 : i + 5], "little", signed=True) in targets:
+            out.append(lo + i)
+    return out
+
+
+def _bl_hits(text: bytes, lo: int, targets: set[int]) -> list[int]:
+    out = []
+    for m in _BL_TOP_BYTE.finditer(text):
+        i = m.start() - 3
+        if i % 4 or i < 0:
+            continue
+        imm = int.from_bytes(text[i : i + 4], "little") & 0x3FFFFFF
+        if lo + i + 4 * (imm - (1 << 26) if imm >> 25 else imm) in targets:
+            out.append(lo + i)
     return out
 
 
@@ -117,8 +155,8 @@ class Selection:
         return bool(self.gopcs or self.starts)
 
 
-def select(pcln: Pclntab, read: Callable[[int, int], bytes], rx: re.Pattern[str]) -> Selection:
-    gopcs = frozenset(pc for pc in go_statements(pcln, read)
+def select(pcln: Pclntab, code: Code, rx: re.Pattern[str], arch: str) -> Selection:
+    gopcs = frozenset(pc for pc in go_statements(pcln, code, arch)
                       if any(frame_matches(rx, f)
                              for f in pcln.frames(pc, is_return_address=True)))
     starts = frozenset(f.entry for f in pcln.functions() if rx.search(f.name))

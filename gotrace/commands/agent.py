@@ -83,7 +83,7 @@ def run(opts: AgentOptions) -> int:
     stop = StopSignal()
     try:
         probes = ("memory reads only (--no-bpf)" if opts.no_bpf else
-                  f"creation probe after {format_duration(opts.probe_after_s)}")
+                  f"go statement probes after {format_duration(opts.probe_after_s)}")
         log(f"metrics on http://{opts.listen}/metrics; tracing Go processes"
             f"{f' matching {opts.match!r}' if opts.match else ''}: goroutines read every "
             f"{format_duration(opts.interval_s)}, leak suspects parked ≥ "

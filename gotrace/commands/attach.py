@@ -35,12 +35,17 @@ class AttachOptions:
     stacks: bool = False
     max_goroutines: int = DEFAULT_MAX_GOROUTINES
     bpf_park_stacks: bool = False
-    create_stack_every: int = 64
+    create_stack_every: int | None = None  # None: each go statement's probe until its stack
     exact: bool = False  # --park-times exact: probes on park and exit
     no_bpf: bool = False  # no probe at all: everything from memory
     read_interval_s: float = 1.0  # memory modes: how often goroutines are read
     pprof: str | None = None  # write the final report's suspects there too
     ignore: Ignorer | None = None
+
+
+# --park-times exact probes every creation: by default it walks one creation stack in 64 per
+# go statement.
+EXACT_CREATE_STACK_EVERY = 64
 
 
 def run(opts: AttachOptions) -> int:
@@ -53,7 +58,9 @@ def run(opts: AttachOptions) -> int:
     )
     tracer = None if opts.no_bpf else LeakTracer(
         gb, target, max_goroutines=opts.max_goroutines, park_probe=opts.exact,
-        park_stacks=opts.bpf_park_stacks, create_stack_every=opts.create_stack_every)
+        park_stacks=opts.bpf_park_stacks,
+        create_stack_every=EXACT_CREATE_STACK_EVERY if opts.exact and
+        opts.create_stack_every is None else opts.create_stack_every)
     session = LeakSession(target, gb, tracer, threshold_s=opts.threshold_s, ignore=opts.ignore)
     stop = StopSignal()
     try:
@@ -70,11 +77,15 @@ def run(opts: AttachOptions) -> int:
         reads = f"park state read from its memory every {format_duration(opts.read_interval_s)}"
         how = (" on the Go runtime (park times exact)" if opts.exact else
                f" on the Go runtime (creations); {reads}")
+        if tracer is not None and tracer.per_go_statement:
+            how = (f", one per go statement (each comes off once it walked a creation "
+                   f"stack); {reads}")
         if tracer is None:
             err.print(f"[bold]gotrace[/] attached to PID {target.pid} ({target.exe_display}, "
                       f"{gb.go_version}) without BPF: no probe; {reads}.")
         else:
-            banner(err, "gotrace", target, gb, len(tracer.attached), how + ".")
+            banner(err, "gotrace", target, gb, len(tracer.armed) if tracer.per_go_statement
+                   else len(tracer.attached), how + ".")
         err.print(f"gotrace: reporting goroutines parked ≥ {format_duration(opts.threshold_s)} "
                   f"every {format_duration(opts.interval_s)}{until}. Ctrl-C to stop.")
         err.print(

@@ -40,7 +40,7 @@ def run(pid: int | None) -> int:
     memory = check_memory_access()
     line("ok" if memory.ok else "fail", memory.name, memory.detail, memory.fix)
     if bpf_problem is None and memory.ok:
-        line("ok", "modes", "everything: attach (creation probe + memory reads), attach "
+        line("ok", "modes", "everything: attach (memory reads + go statement probes), attach "
              "--park-times exact, attach --no-bpf, tail, hist, dump")
     elif memory.ok:
         line("warn", "modes", f"attach --no-bpf and dump only: no BPF here "

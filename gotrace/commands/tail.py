@@ -79,7 +79,7 @@ class TailSession:
         self.bias = target.load_bias(gb.img)
         selection = None
         if opts.match is not None:
-            selection = codemap.select(gb.pcln, gb.img.read, compile_match(opts.match))
+            selection = codemap.select(gb.pcln, gb.img, compile_match(opts.match), gb.arch)
             if not selection:
                 raise BadInput(f"--match {opts.match!r} matches no function and no go statement "
                                f"of PID {target.pid} ({target.exe_display})")

@@ -100,6 +100,7 @@ _U64_FIELDS = ("goid", "sched_pc", "sched_sp", "sched_bp", "stack_lo", "stack_hi
 _DEAD = frozenset((G_DEAD, G_DEADEXTRA))
 _ALIVE = [status not in _DEAD for status in range(256)]  # by status byte: filters in C
 _STATUS = attrgetter("status")
+_GOID = attrgetter("goid")
 _UNSAVED = frozenset((G_RUNNING, G_IDLE, G_COPYSTACK, G_SYSCALL))  # g.sched is not where it is
 
 # decode(buffer, [(at, addresses), ...], out): appends to `out` the g at buffer[at + address]
@@ -310,6 +311,10 @@ class Scan:
     allglen: int
     skipped: int  # g structs that could not be read
     started_ns: int  # time.monotonic_ns() (CLOCK_MONOTONIC, the runtime's nanotime clock)
+    # The highest goid of any g, dead ones included (a dead g keeps its last goid): goids are
+    # never reused, so its growth counts the goroutines created between two reads, to within
+    # the batches of 16 each P takes (docs/go-runtime.md#counting-creations-from-memory).
+    top_goid: int = 0
 
 
 @dataclass
@@ -461,8 +466,9 @@ class GoroutineReader:
             read: list[GSnapshot] = [g for g in gs if g is not None] if unreadable \
                 else cast("list[GSnapshot]", gs)
             live = list(compress(read, map(_ALIVE.__getitem__, map(_STATUS, read))))
+            top = max(map(_GOID, read), default=0)
         skipped = lost + unreadable
-        return Scan(live, len(ptrs) + lost, skipped, started)
+        return Scan(live, len(ptrs) + lost, skipped, started, top)
 
     def reread(self, g: GSnapshot) -> GSnapshot | None:
         return read_g(self.mem, self.gb.offsets, g.gaddr)

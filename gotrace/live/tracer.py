@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,14 +30,19 @@ from gotrace.binary import codemap
 from gotrace.binary.gobinary import GoBinary, Hook
 from gotrace.binary.offsets import M_CURG
 from gotrace.errors import CannotTrace
+from gotrace.live import uprobe_multi
 from gotrace.live.bpfdefs import DEFAULT_MAX_GOROUTINES, bpf_dir, const
 from gotrace.live.process import Target
 from gotrace.live.ringbuf import RingReader
 from gotrace.model import Counters, GoroutineRecord, Kind, Lost
 
 BPF_NOEXIST = 1  # bpf_map_update_elem flag: create only
+BPF_PROG_TYPE_KPROBE = 2  # uprobes too
 STACK_ENTRIES = 16384
 DEFAULT_HIST_ENTRIES = 16384
+# How often attach looks for go statements whose probe can come off: at most this long of
+# probe hits on a hot go statement, then none.
+DISARM_POLL_S = 0.02
 
 
 # This machine's architecture, in Go's words (GoBinary.arch names the program's): the BPF
@@ -177,34 +183,50 @@ class SeedResult:
 
 
 class LeakTracer(Tracer):
-    """attach's build: the goroutine table alone.
+    """attach's build: creation stacks, or the goroutine table.
 
-    By default only creations are probed (one hit per goroutine lifecycle), to count them and
-    keep each go statement's creation stack (site_stacks); park state comes from the target's
+    By default (create_stack_every=None) each `go` statement of the program gets its own probe,
+    on its call to runtime.newproc, which walks that statement's creation stack (site_stacks)
+    and is removed once the stack is in: the target pays a probe hit or two per go statement,
+    then nothing. With create_stack_every=N one probe on every creation (in newproc's closure)
+    counts them and walks one stack in N per go statement. Park state comes from the target's
     memory (analysis/parks.py). With park_probe (--park-times exact) park and exit are probed
-    too, into a table keyed by goid; wake-ups are never probed (memory tells a parked
-    goroutine from a woken one at report time).
+    too, into a table keyed by goid; wake-ups are never probed (memory tells a parked goroutine
+    from a woken one at report time).
     """
 
     def __init__(self, gb: GoBinary, target: Target, *,
                  max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_probe: bool = False,
-                 park_stacks: bool = False, create_stack_every: int = 1) -> None:
+                 park_stacks: bool = False, create_stack_every: int | None = None) -> None:
         """park_probe: probe gopark and goexit1 for exact park times.
 
         park_stacks: capture each park's stack in BPF (costly) instead of from memory.
 
-        create_stack_every: walk the creation stack of one goroutine in N per go statement
-        (a power of two); the others reuse that go statement's last walked stack.
+        create_stack_every: None, a probe on each go statement until its first stack; or probe
+        every creation and walk the creation stack of one goroutine in N per go statement (a
+        power of two), the others reusing that go statement's last walked stack.
         """
-        if create_stack_every < 1 or create_stack_every & (create_stack_every - 1):
+        if create_stack_every is None and park_probe:
+            create_stack_every = 1  # the table keeps each goroutine's own creation stack
+        if create_stack_every is not None and (
+                create_stack_every < 1 or create_stack_every & (create_stack_every - 1)):
             raise ValueError("create_stack_every must be a power of two")
         super().__init__(gb, target, max_goroutines=max_goroutines)
         self.park_probe = park_probe
-        self.events = frozenset({"create", "exit", "park"} if park_probe else {"create"})
+        self.per_go_statement = create_stack_every is None
+        self.events = frozenset({"create", "exit", "park"} if park_probe
+                                else set() if self.per_go_statement else {"create"})
         self.park_stacks = park_stacks and park_probe
-        self.create_stack_every = create_stack_every
+        self.create_stack_every = create_stack_every or 1
         self._stack_cache: dict[int, list[int]] = {}
         self.seed_table_full = 0  # goroutines found at attach that did not fit in the table
+        # go statement (runtime gopc) -> the link-time address of its probed call, while armed
+        self.armed: dict[int, int] = {}
+        self.go_statements = 0  # go statements found in the binary
+        self._disarming = threading.Lock()
+        self._stop = threading.Event()
+        self._disarmer: threading.Thread | None = None
+        self._link: int | None = None  # the uprobe_multi link holding the armed probes
 
     def cflags(self) -> list[str]:
         return [
@@ -215,10 +237,108 @@ class LeakTracer(Tracer):
             f"-DCREATIONS_ONLY={int(not self.park_probe)}",
         ]
 
+    def attach(self) -> None:
+        super().attach()
+        if self.per_go_statement:
+            self._arm_go_statements()
+            self._disarmer = threading.Thread(target=self._disarm_loop, daemon=True,
+                                              name="gotrace-disarm")
+            self._disarmer.start()
+
+    def _disarm_loop(self) -> None:
+        """A hot go statement costs a trap per goroutine until its probe is off: check every
+        DISARM_POLL_S (one counter read) and take off the probes whose stack is in."""
+        seen = 0
+        while not self._stop.wait(DISARM_POLL_S):
+            hits = self.counter("CTR_GO_STATEMENT")
+            if hits != seen:
+                seen = hits
+                self.disarm()
+
+    def _arm_go_statements(self) -> None:
+        """One probe on each go statement's call, all in one uprobe_multi link where the
+        kernel has them (live/uprobe_multi.py), else one perf-event uprobe each
+        (docs/go-runtime.md#creation-stacks-at-the-go-statement)."""
+        gopcs = codemap.go_statements(self.gb.pcln, self.gb.img, self.gb.arch)
+        self.go_statements = len(gopcs)
+        bias = self.target.load_bias(self.gb.img)
+        size = codemap.CALL_SIZE[self.gb.arch]
+        self.armed = {gopc + bias: gopc - size for gopc in gopcs}
+        if not self.armed:
+            return
+        with contextlib.suppress(Exception):  # BCC raises Exception; the kernel OSError
+            fn = self.bpf.load_func(b"on_go", BPF_PROG_TYPE_KPROBE,
+                                    attach_type=uprobe_multi.BPF_TRACE_UPROBE_MULTI)
+            self._link = uprobe_multi.attach(fn.fd, self.target.exe,
+                                             self._file_offsets(self.armed.values()),
+                                             self.target.pid)
+            return
+        exe = self.target.exe.encode()
+        for gopc, addr in list(self.armed.items()):  # no uprobe_multi: one by one
+            try:
+                with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
+                    self.bpf.attach_uprobe(name=exe, addr=addr, fn_name=b"on_go_perf",
+                                           pid=self.target.pid)
+            except Exception:
+                del self.armed[gopc]  # its goroutines show their go statement alone
+        if not self.armed:
+            self.close()
+            raise CannotTrace(f"cannot attach a uprobe to any of the {len(gopcs)} go "
+                              f"statements of {self.gb.img.name}")
+
+    def _file_offsets(self, addrs: Iterable[int]) -> list[int]:
+        out = []
+        for a in addrs:
+            off = self.gb.img.vaddr_to_offset(a)
+            if off is None:
+                raise CannotTrace(f"{a:#x} is in no segment of {self.gb.img.name}")
+            out.append(off)
+        return out
+
+    def disarm(self) -> int:
+        """Take off the probes of the go statements whose creation stack is in; returns how
+        many remain. With a uprobe_multi link the rest move to a new link first (a go
+        statement may fire in both meanwhile: harmless), then the old one closes."""
+        with self._disarming:
+            if not self.armed or self.bpf is None:
+                return len(self.armed)
+            done = [k for k in (int(getattr(k, "value", k)) for k in self.bpf["site_stacks"])
+                    if k in self.armed]
+            if not done:
+                return len(self.armed)
+            for gopc in done:
+                addr = self.armed.pop(gopc)
+                if self._link is None:
+                    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), \
+                            contextlib.suppress(Exception):
+                        self.bpf.detach_uprobe(name=self.target.exe.encode(), addr=addr,
+                                               pid=self.target.pid)
+            if self._link is not None:
+                old, self._link = self._link, None
+                if self.armed:
+                    fn = self.bpf.funcs[b"on_go"]
+                    self._link = uprobe_multi.attach(fn.fd, self.target.exe,
+                                                     self._file_offsets(self.armed.values()),
+                                                     self.target.pid)
+                os.close(old)
+            return len(self.armed)
+
     def counters(self) -> Counters:
         out = super().counters()
         out.lost.table_full += self.seed_table_full
+        if self.per_go_statement:
+            out.go_statement_hits = self.counter("CTR_GO_STATEMENT")
         return out
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._disarmer is not None and self._disarmer is not threading.current_thread():
+            self._disarmer.join()
+        with self._disarming:
+            if self._link is not None:
+                os.close(self._link)
+                self._link = None
+            super().close()
 
     def _stack(self, stack_id: int) -> list[int]:
         if stack_id < 0:
@@ -233,9 +353,18 @@ class LeakTracer(Tracer):
         return pcs
 
     def site_stacks(self) -> dict[int, list[int]]:
-        """go statement (runtime gopc) -> the creation stack last walked there (its PCs)."""
-        return {int(getattr(k, "value", k)): self._stack(v.stack_id)
-                for k, v in _items(self.bpf["site_stacks"])}
+        """go statement (runtime gopc) -> the creation stack last walked there (its PCs).
+
+        A go statement's own probe walked from its call instruction: that leaf becomes the
+        return address gopc, as a walk from inside newproc finds it."""
+        size = codemap.CALL_SIZE[self.gb.arch]
+        out = {}
+        for k, v in _items(self.bpf["site_stacks"]):
+            gopc, pcs = int(getattr(k, "value", k)), self._stack(v.stack_id)
+            if pcs and pcs[0] == gopc - size:
+                pcs = [gopc, *pcs[1:]]
+            out[gopc] = pcs
+        return out
 
     def records(self) -> list[GoroutineRecord]:
         """The live goroutines in the table (park_probe builds)."""

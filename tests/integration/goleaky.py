@@ -107,7 +107,7 @@ def json_reports(stdout: str) -> list[dict[str, Any]]:
 
 # -- the leak check shared by test_attach.py and test_matrix.py ---------------------------------
 
-# How attach knows a goroutine stayed parked: memory reads with a creation probe (the
+# How attach knows a goroutine stayed parked: memory reads with go statement probes (the
 # default), memory reads alone (no BPF), or probes on every park and exit.
 ATTACH_MODES = {"memory": [], "no-bpf": ["--no-bpf"], "exact": ["--park-times", "exact"]}
 LEAKS = {"recv": 3, "wg": 5, "send": 7, "ctx": 9, "ticker": 11, "http": 13, "mutex": 15}
@@ -151,6 +151,12 @@ def assert_exactly_the_leaks(reports: list[dict[str, Any]], version: str, pid: i
         assert s["wait_reason"] == expected_reason(kind, version), kind
         assert s["parked_s_max"] >= threshold_s
         assert s["creation_stack"][0] == s["created_at"]
+        callers = [f["function"] for f in s["creation_stack"][1:]]
+        if mode == "no-bpf":  # no probe: the go statement alone
+            assert callers == [], kind
+        else:  # walked by a probe: the go statement's callers, from where the leak began
+            caller = "net/http.HandlerFunc.ServeHTTP" if kind == "http" else "main.makeBatch"
+            assert caller in callers, (kind, callers)
         assert s["parked_stack"][0]["function"] == "runtime.gopark"
         assert len(s["goids"]) == min(10, LEAKS[kind])
     # Busy goroutines, the one computing after a network wake-up included, are not leaks.

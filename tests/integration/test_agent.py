@@ -270,7 +270,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         parkers = run_parkers(parkers_bin)
         agent.traced(leaky.pid)
         agent.traced(parkers.pid)
-        agent.wait_for(rf"PID {leaky.pid} \(.*\): creation probe attached", timeout=90)
+        agent.wait_for(rf"PID {leaky.pid} \(.*\): go statement probes attached", timeout=90)
         leaky.signal(signal.SIGUSR1)  # the leaks are born under the probe
         leaky.out.wait_for(r"^batch 1 made")
         scene = Scene(prom, agent, bindir, leaky, Path(leaky_bin).name, parkers,
@@ -318,7 +318,7 @@ def test_prometheus_shows_exactly_the_leaks(scene: Scene) -> None:
     total = scene.prom.query(f'gotrace_goroutines{{pid="{pid}"}}')
     summed = scene.prom.query(f'sum(gotrace_site_goroutines{{pid="{pid}"}})')
     assert float(total[0]["value"][1]) == float(summed[0]["value"][1])
-    # The creation probe counts every creation: the batch at least.
+    # Creations counted from the goids: the batch at least.
     created = scene.prom.query(f'gotrace_goroutines_created_total{{pid="{pid}"}}')
     assert float(created[0]["value"][1]) >= sum(LEAKS.values())
     lost = scene.prom.query(f'gotrace_events_lost_total{{pid="{pid}"}}')
@@ -507,7 +507,8 @@ def test_churn_keeps_memory_and_fds_steady(tmp_path: Path) -> None:
     """100 short-lived Go processes over ~50 s next to 3 long-lived ones: every process that
     lives 2.5 s or more is traced and let go, none is harmed (all exit 0), and the agent ends
     with the file descriptors it had before, its memory steady. One run in ten lives long enough
-    for its creation probe, so probes are compiled, attached and closed during the churn too."""
+    for its go statement probes, so probes are compiled, attached and closed during the churn
+    too."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     binary = copy_binary(build_go(VERSION, GO_LEAKY_SRC, "plain"), bindir)
@@ -520,7 +521,7 @@ def test_churn_keeps_memory_and_fds_steady(tmp_path: Path) -> None:
     stop_sampling = threading.Event()
     try:
         for p in long_lived:
-            agent.wait_for(rf"PID {p.pid} \(.*\): creation probe attached", timeout=90)
+            agent.wait_for(rf"PID {p.pid} \(.*\): go statement probes attached", timeout=90)
         time.sleep(2)  # one more report each, so every cache is warm
         baseline = agent_usage(agent.proc.pid)
 
@@ -564,7 +565,7 @@ def test_churn_keeps_memory_and_fds_steady(tmp_path: Path) -> None:
     traced = {int(m[1]) for m in re.finditer(r"tracing PID (\d+) ", log)}
     missed = [p.pid for p, life in short if life >= 2.5 and p.pid not in traced]
     assert not missed, (missed, log)
-    assert len(re.findall(r"creation probe attached", log)) >= 3 + 5
+    assert len(re.findall(r"go statement probes attached", log)) >= 3 + 5
     assert "cannot trace" not in log, log
     # File descriptors: back to the baseline exactly; during the churn at most a few per
     # process alive at once (memory, BPF maps, programs and probes).

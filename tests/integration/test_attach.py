@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 
 import pytest
 
+from tests.gobuild import build_go
+from tests.integration.conftest import GO_VERSIONS
 from tests.integration.goleaky import (
     ATTACH_MODES,
     SLOW,
@@ -18,6 +22,7 @@ from tests.integration.goleaky import (
     leak_flags,
     markers,
 )
+from tests.integration.lifetimes import LIFETIMES_SRC, Lifetimes, Traced, json_lines
 
 
 @pytest.mark.parametrize("mode", list(ATTACH_MODES))
@@ -106,3 +111,29 @@ def test_target_exit_ends_the_session_cleanly(go_leaky: tuple[str, str]) -> None
     final = json_reports(stdout)[-1]
     assert final["final"] is True and final["target_exited"] is True
     assert target.stop() == 0
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_go_statement_probes_come_off_once_they_walked_a_stack(version: str) -> None:
+    """attach's default costs a hot go statement a few hits, not one per goroutine: lifetimes
+    creates goroutines at one go statement as fast as it can for 3 s, and that probe comes off
+    within a poll. The creation count comes from the goids the reads see."""
+    binary = build_go(version, LIFETIMES_SRC, "plain")
+    target = Lifetimes(binary, "-mode=churn", "-duration=3s")
+    try:
+        traced = Traced("attach", str(target.pid), "--json", "--interval", "1s")
+        traced.wait_attached()
+        target.release()
+        ops = int(json.loads(target.out.wait_for(r'^\{"mode"', timeout=60))["ops"])
+        rc, out = traced.finish()
+    finally:
+        target.stop()
+    assert rc == 0
+    final = json_lines(out)[-1]
+    assert final["final"] and final["lost_events"] == 0
+    assert ops > 100_000
+    assert 0 < final["go_statement_hits"] < ops / 20, (final["go_statement_hits"], ops)
+    # Counted up to the last read before the target exited (at most a read interval early),
+    # give or take the goids each P holds back.
+    slack = 16 * (os.cpu_count() or 1) + 16
+    assert ops / 2 < final["created"] <= ops + slack, (final["created"], ops)

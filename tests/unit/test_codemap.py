@@ -45,7 +45,7 @@ def test_classify() -> None:
 
 
 @pytest.mark.parametrize("version", GO_VERSIONS)
-@pytest.mark.parametrize("variant", ["plain", "stripped"])
+@pytest.mark.parametrize("variant", ["plain", "stripped", "arm64-plain", "arm64-pie"])
 def test_ranges_and_go_statements(go_build: GoBuild, version: str, variant: str) -> None:
     gb = GoBinary.open(str(go_build(version, variant)))
     ranges = codemap.code_ranges(gb.pcln)
@@ -63,14 +63,14 @@ def test_ranges_and_go_statements(go_build: GoBuild, version: str, variant: str)
     lo, hi = codemap.text_range(gb.pcln)
     assert lo <= min(los) and max(r.hi for r in ranges) <= hi
 
-    gopcs = codemap.go_statements(gb.pcln, gb.img.read)
+    gopcs = codemap.go_statements(gb.pcln, gb.img, gb.arch)
     sites = [gb.pcln.frames(pc, is_return_address=True)[0] for pc in gopcs]
     mine = [f for f in sites if f.file.endswith("hello/main.go")]
     assert [f.line for f in mine] == [marker_line("go-stmt")]
 
-    sel = codemap.select(gb.pcln, gb.img.read, re.compile(r"main\.spawn"))
+    sel = codemap.select(gb.pcln, gb.img, re.compile(r"main\.spawn"), gb.arch)
     assert [gb.pcln.frames(pc, is_return_address=True)[0].line for pc in sel.gopcs] == \
         [marker_line("go-stmt")]
     starts = [gb.pcln.func_at(pc) for pc in sel.starts]
     assert {f.name for f in starts if f is not None} >= {"main.spawn"}
-    assert not codemap.select(gb.pcln, gb.img.read, re.compile("^no_such_thing$"))
+    assert not codemap.select(gb.pcln, gb.img, re.compile("^no_such_thing$"), gb.arch)

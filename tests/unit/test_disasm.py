@@ -50,6 +50,13 @@ def test_call_sites_match_the_target() -> None:
     assert disasm.call_sites(FakeCode(code), BASE, BASE + 10, BASE + 5) == [BASE]
 
 
+def test_call_starts_are_instructions_not_bytes_inside_one() -> None:
+    # mov eax, 0x000000e8 then movabs rax, imm64 holding "e8 00 00 00 00": E8 bytes inside
+    # instructions, then one real call.
+    code = bytes.fromhex("b8e8000000" "48b8e800000000909090" "e800000000")
+    assert disasm.call_starts(FakeCode(code), BASE, BASE + len(code), "amd64") == {BASE + 15}
+
+
 MORESTACK = BASE + 0x1000
 
 
