@@ -276,9 +276,8 @@ class LeakTracer(Tracer):
         exe = self.target.exe.encode()
         for gopc, addr in list(self.armed.items()):  # no uprobe_multi: one by one
             try:
-                with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
-                    self.bpf.attach_uprobe(name=exe, addr=addr, fn_name=b"on_go_perf",
-                                           pid=self.target.pid)
+                self.bpf.attach_uprobe(name=exe, addr=addr, fn_name=b"on_go_perf",
+                                       pid=self.target.pid)
             except Exception:
                 del self.armed[gopc]  # its goroutines show their go statement alone
         if not self.armed:
@@ -308,9 +307,8 @@ class LeakTracer(Tracer):
                 return len(self.armed)
             for gopc in done:
                 addr = self.armed.pop(gopc)
-                if self._link is None:
-                    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), \
-                            contextlib.suppress(Exception):
+                if self._link is None:  # no redirect of stderr: other threads print there
+                    with contextlib.suppress(Exception):
                         self.bpf.detach_uprobe(name=self.target.exe.encode(), addr=addr,
                                                pid=self.target.pid)
             if self._link is not None:
