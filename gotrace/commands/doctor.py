@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from gotrace.binary import cache
+from gotrace.binary import cache, codemap
 from gotrace.commands.common import open_target
 from gotrace.errors import EXIT_ENVIRONMENT, GotraceError
 from gotrace.live.environment import Check, check_memory_access, tracing_checks
@@ -99,11 +99,15 @@ def target_lines(line: Lines, pid: int) -> None:
     for h in gb.hooks:
         f = gb.pcln.func_at(h.addr)
         where = f"{f.name}+{h.addr - f.entry:#x}" if f else f"{h.addr:#x}"
-        used_by = {"create": " (attach, tail, hist)", "wake": " (tail and hist only)"}.get(
+        used_by = {"create": " (tail, hist, attach --creation-stacks N or --park-times exact)",
+                   "wake": " (tail and hist only)"}.get(
             h.event, " (tail, hist and attach --park-times exact)")
         line("ok" if h.emulated else "slow", f"hook {h.event}", f"{where}: {h.why}{used_by}",
              "" if h.emulated else "none needed, but this probe is single-stepped (~10x the "
              "cost of the others); a build without PGO (-pgo=off) gets the cheap one")
+    gopcs = codemap.go_statements(gb.pcln, img, gb.arch)
+    line("ok", "go statements", f"{len(gopcs):,} calls of runtime.newproc: attach probes each "
+         "until it walked a creation stack")
     warnings = gb.warnings()
     for w in warnings:
         line("warn", "inlining", w,

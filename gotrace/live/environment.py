@@ -53,22 +53,35 @@ def check_lockdown() -> Check:
     return Check("lockdown", True, mode.strip())
 
 
-def optimized_uprobes() -> bool:
-    """Whether the kernel turns a uprobe on a 5-byte nop into a call to its uprobe trampoline
-    (no trap: the create probe's cheap case, docs/go-runtime.md#why-emulated-instructions)."""
+def kernel_has(*functions: str) -> set[str]:
+    """Which of these kernel functions /proc/kallsyms lists (features with no other sign)."""
+    wanted = {f" {f}\n" for f in functions}
+    found: set[str] = set()
     try:
         with open("/proc/kallsyms") as f:
-            return any(line.endswith(" arch_uprobe_optimize\n") for line in f)
+            for line in f:
+                tail = line[line.rfind(" "):]
+                if tail in wanted:
+                    found.add(tail.strip())
     except OSError:
-        return False
+        pass
+    return found
 
 
 def check_uprobes() -> Check:
-    if os.path.isdir("/sys/bus/event_source/devices/uprobe"):
-        return Check("uprobes", True, "uprobe PMU present" + (
-            "; optimized uprobes (no trap on a 5-byte nop)" if optimized_uprobes() else ""))
-    return Check("uprobes", False, "this kernel has no uprobe PMU",
-                 "use a kernel built with CONFIG_UPROBE_EVENTS=y (Linux 4.17+)")
+    if not os.path.isdir("/sys/bus/event_source/devices/uprobe"):
+        return Check("uprobes", False, "this kernel has no uprobe PMU",
+                     "use a kernel built with CONFIG_UPROBE_EVENTS=y (Linux 4.17+)")
+    has = kernel_has("arch_uprobe_optimize", "bpf_uprobe_multi_link_attach")
+    # Optimized uprobes: no trap on a 5-byte nop (docs/go-runtime.md#why-emulated-instructions).
+    # uprobe_multi links: attach takes its go statement probes off in one grace period
+    # (docs/go-runtime.md#creation-stacks-at-the-go-statement).
+    return Check("uprobes", True, "uprobe PMU present" + (
+        "; optimized uprobes (no trap on a 5-byte nop)"
+        if "arch_uprobe_optimize" in has else "") + (
+        "; uprobe_multi links" if "bpf_uprobe_multi_link_attach" in has else
+        "; no uprobe_multi links (Linux < 6.6): attach's go statement probes come off one "
+        "by one, ~0.1 s each"))
 
 
 def check_bcc() -> Check:

@@ -25,7 +25,7 @@ from gotrace.binary import disasm
 from gotrace.binary.buildinfo import read_build_info
 from gotrace.binary.elf import ElfImage
 from gotrace.binary.gobinary import GoBinary
-from gotrace.errors import BadInput, CannotTrace, GotraceError
+from gotrace.errors import BadInput, GotraceError
 from gotrace.live.bpfdefs import const
 from gotrace.live.process import Target
 from gotrace.live.tracer import RunStop, RunTracer
@@ -95,10 +95,9 @@ def exit_probe(gb: GoBinary) -> disasm.ProbePoint:
     must land before the SYSCALL itself: a signal raised at a single-stepped probe is taken
     after the stepped instruction.
     """
-    if gb.arch != "amd64":
-        raise CannotTrace(f"{gb.img.name}: gotrace run holds linux/amd64 programs at their exit "
-                          f"only, not linux/{gb.arch} ones, for now")
     f = gb.func("runtime.exit")
+    if gb.arch == "arm64":
+        return _exit_probe_arm64(gb, f.entry, f.end)
     insns = disasm.decode(gb.img, f.entry, f.end)
     before = []
     for ins in insns:
@@ -115,6 +114,29 @@ def exit_probe(gb: GoBinary) -> disasm.ProbePoint:
     return disasm.ProbePoint(before[0].addr, False,
                              "runtime.exit's first instruction, before exit_group: "
                              "single-stepped, once per program")
+
+
+def _exit_probe_arm64(gb: GoBinary, start: int, end: int) -> disasm.ProbePoint:
+    """exit_probe on arm64: runtime.exit is `ldrsw x0, [sp, #8]; mov x8, #94; svc #0` (the code
+    read as ABI0 at SP+8, as on amd64). The probe goes on the first instruction before the svc
+    that the kernel takes (simulated, else single-stepped; the svc itself is refused)."""
+    before = []
+    for ins in disasm.decode_arm64(gb.img, start, end, regs=False):
+        if ins.mnemonic == "svc":
+            break
+        before.append((ins, disasm.uprobe_arm64(int.from_bytes(gb.img.read(ins.addr, 4),
+                                                                "little"))))
+    else:
+        raise BadInput(f"{gb.img.name}: no SVC in runtime.exit; cannot hold it at exit")
+    for ins, kind in before:
+        if kind == disasm.SIMULATED:
+            return disasm.ProbePoint(ins.addr, True, "simulated, before exit_group")
+    for ins, kind in before:
+        if kind == disasm.STEPPED:
+            return disasm.ProbePoint(ins.addr, False, f"`{ins.mnemonic}` before exit_group: "
+                                     "single-stepped, once per program")
+    raise BadInput(f"{gb.img.name}: nothing before runtime.exit's SVC can be probed; cannot "
+                   "hold it at exit")
 
 
 class ProgramHandler(Protocol):

@@ -21,6 +21,7 @@ import pytest
 from gotrace.binary import disasm
 from gotrace.binary.gobinary import GoBinary, choose_hooks
 from gotrace.errors import BadInput
+from gotrace.live.launcher import exit_probe
 from tests.gobuild import ARM64_VARIANTS, GO_VERSIONS, GoBuild, go_command, go_env, version_key
 
 NEWEST = max(GO_VERSIONS, key=version_key)
@@ -195,3 +196,16 @@ def test_probes_refuse_programs_of_another_architecture(go_build: GoBuild) -> No
     with pytest.raises(CannotTrace, match=rf"is a linux/{gb.arch} program on a "
                                           rf"linux/{HOST_ARCH} machine"):
         LeakTracer(gb, None)  # type: ignore[arg-type]
+
+
+def test_exit_probe_is_before_the_exit_syscall(go_build: GoBuild, version: str,
+                                               variant: str) -> None:
+    """gotrace run holds a program at runtime.exit's first instruction, `MOVW code+0(FP), R0`
+    (the code at SP+8, where on_run_exit reads it, as on amd64), before its SVC."""
+    gb = GoBinary.open(str(go_build(version, variant)))
+    p = exit_probe(gb)
+    f = gb.func("runtime.exit")
+    assert (p.addr, p.emulated) == (f.entry, False)
+    assert gb.img.read(p.addr, 4) == (0xB9800BE0).to_bytes(4, "little")  # ldrsw x0, [sp, #8]
+    word = int.from_bytes(gb.img.read(p.addr, 4), "little")
+    assert disasm.uprobe_arm64(word) == disasm.STEPPED
