@@ -3,9 +3,10 @@
  *   G_GOID_OFF, G_STATUS_OFF, G_WAITREASON_OFF, G_GOPC_OFF, G_STARTPC_OFF,
  *   G_PARENT_GOID_OFF (Go 1.21+ only), MAX_GOROUTINES, STACK_ENTRIES, PARK_STACKS (0/1),
  *   CREATE_STACKS (0/1).
- *   CREATIONS_ONLY (0/1): attach's default: the create probe alone counts creations and keeps
- *   each go statement's creation stack (site_stacks); no goroutine table (park state comes
- *   from the target's memory).
+ *   CREATIONS_ONLY (0/1): no goroutine table (park state comes from the target's memory):
+ *   the create probe alone counts creations and keeps each go statement's creation stack
+ *   (site_stacks; attach --creation-stacks N), or with GO_STATEMENTS=1 (and CREATE_STACKS=0,
+ *   attach's default) each go statement's own probe copies its stack into go_stacks.
  * Optional parts, all off by default (attach's build is the table alone):
  *   EMIT_EVENTS=1  gotrace tail: one ring-buffer record per event (struct event), with
  *                  RINGBUF_PAGES, EVENT_MASK, MATCH (0/1), NR_STD_RANGES, TEXT_LO/TEXT_HI,
@@ -179,6 +180,9 @@ int on_run_exit(struct pt_regs *ctx)
 #endif
 #ifndef CREATIONS_ONLY
 #define CREATIONS_ONLY 0
+#endif
+#ifndef GO_STATEMENTS
+#define GO_STATEMENTS 0
 #endif
 
 #if CREATIONS_ONLY
@@ -482,7 +486,9 @@ static __always_inline int created(struct pt_regs *ctx, u64 g)
     if (read_u64(g + G_GOPC_OFF, &gopc))
         return 0;
     count(CTR_CREATED);
+#if CREATE_STACKS
     creation_stack(ctx, gopc);
+#endif
     return 0;
 #else
     u64 goid;
@@ -511,18 +517,38 @@ static __always_inline int created(struct pt_regs *ctx, u64 g)
 #endif
 }
 
-#if CREATIONS_ONLY && CREATE_STACKS
+#if GO_STATEMENTS
 /* A `go` statement's own call to runtime.newproc (attach's default, --creation-stacks first):
  * the probe sits in the creator, so the user stack is the creation stack, and the go statement
- * is the probed address: no read of the target's memory. User space removes each go
- * statement's probe once its stack is here, so a go statement costs a probe hit or two, not
- * one per goroutine. */
+ * is the probed address: no read of the target's memory. The stack is copied into the go
+ * statement's own entry (bpf_get_stack): no stack map, whose buckets collide. User space takes
+ * each go statement's probe off once its stack is here, so a go statement costs a probe hit or
+ * a few, not one per goroutine; a walk that fails is tried again at its next goroutine. */
+#ifndef GO_STACK_DEPTH
+#define GO_STACK_DEPTH 64
+#endif
+struct go_stack {
+    u64 n; /* frames in ips */
+    u64 ips[GO_STACK_DEPTH];
+};
+BPF_HASH(go_stacks, u64, struct go_stack, SITE_ENTRIES);
+BPF_PERCPU_ARRAY(go_scratch, struct go_stack, 1); /* too big for the BPF stack */
+
 static __always_inline int go_statement(struct pt_regs *ctx)
 {
     u64 gopc = REG_IP(ctx) + CALL_SIZE; /* what newproc will store in g.gopc */
     count(CTR_GO_STATEMENT);
-    struct site_stack s = {.stack_id = capture_stack(ctx), .seen = 1};
-    if (s.stack_id >= 0 && site_stacks.update(&gopc, &s) != 0)
+    if (go_stacks.lookup(&gopc))
+        return 0; /* walked already; its probe is on its way off */
+    u32 zero = 0;
+    struct go_stack *s = go_scratch.lookup(&zero);
+    if (!s)
+        return 0;
+    long got = bpf_get_stack(ctx, s->ips, sizeof(s->ips), BPF_F_USER_STACK);
+    if (got <= 0)
+        return 0;
+    s->n = got / sizeof(u64);
+    if (go_stacks.update(&gopc, s) != 0)
         count(CTR_LOST_STACK); /* more go statements than SITE_ENTRIES */
     return 0;
 }

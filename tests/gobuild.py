@@ -68,7 +68,16 @@ ARM64_VARIANTS: dict[str, Variant] = {
     "arm64-stripped": Variant(("-ldflags=-s -w",), {"GOARCH": "arm64"}),
     "arm64-pie": Variant(("-buildmode=pie",), {"GOARCH": "arm64"}),
 }
-CROSS_VARIANTS: dict[str, Variant] = {**ARM64_VARIANTS,
+# cgo for arm64 needs the C cross-compiler (Debian's gcc-aarch64-linux-gnu, which
+# scripts/vmtest --arch arm64 installs): built for the arm64 VM's tests.
+ARM64_CC = "aarch64-linux-gnu-gcc"
+ARM64_CGO_VARIANTS: dict[str, Variant] = {
+    "arm64-cgo": Variant(("-ldflags=-linkmode=external",),
+                         {"GOARCH": "arm64", "CGO_ENABLED": "1", "CC": ARM64_CC}),
+    "arm64-cgo-pie": Variant(("-buildmode=pie", "-ldflags=-linkmode=external"),
+                             {"GOARCH": "arm64", "CGO_ENABLED": "1", "CC": ARM64_CC}),
+}
+CROSS_VARIANTS: dict[str, Variant] = {**ARM64_VARIANTS, **ARM64_CGO_VARIANTS,
                                       "amd64-plain": Variant((), {"GOARCH": "amd64"})}
 ON_ARM64 = platform.machine() == "aarch64"
 
@@ -143,12 +152,13 @@ def build_go(version: str, src_dir: Path | str, variant: str = "plain") -> Path:
     and flags are unchanged.
     """
     src = Path(src_dir)
-    if ON_ARM64 and f"arm64-{variant}" in ARM64_VARIANTS:
+    if ON_ARM64 and f"arm64-{variant}" in CROSS_VARIANTS:
         variant = f"arm64-{variant}"
     v = Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version, variant)}",)) if (
         variant in PGO_EDGES) else {**VARIANTS, **CROSS_VARIANTS}[variant]
-    if v.needs_cc and shutil.which("gcc") is None and shutil.which("cc") is None:
-        raise ToolchainUnavailable(f"variant {variant!r} needs a C compiler (gcc)")
+    cc = v.env.get("CC", "gcc")
+    if v.needs_cc and shutil.which(cc) is None and (cc != "gcc" or shutil.which("cc") is None):
+        raise ToolchainUnavailable(f"variant {variant!r} needs a C compiler ({cc})")
     out = BIN_DIR / f"{src.name}-{version}-{variant}"
     env = dict(os.environ, CGO_ENABLED="0")
     env.update(v.env)

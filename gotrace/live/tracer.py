@@ -235,6 +235,8 @@ class LeakTracer(Tracer):
             f"-DPARK_STACKS={int(self.park_stacks)}",
             f"-DCREATE_STACK_EVERY={self.create_stack_every}",
             f"-DCREATIONS_ONLY={int(not self.park_probe)}",
+            f"-DGO_STATEMENTS={int(self.per_go_statement)}",
+            *(["-DCREATE_STACKS=0"] if self.per_go_statement else []),
         ]
 
     def attach(self) -> None:
@@ -301,7 +303,7 @@ class LeakTracer(Tracer):
         with self._disarming:
             if not self.armed or self.bpf is None:
                 return len(self.armed)
-            done = [k for k in (int(getattr(k, "value", k)) for k in self.bpf["site_stacks"])
+            done = [k for k in (int(getattr(k, "value", k)) for k in self.bpf["go_stacks"])
                     if k in self.armed]
             if not done:
                 return len(self.armed)
@@ -355,14 +357,11 @@ class LeakTracer(Tracer):
 
         A go statement's own probe walked from its call instruction: that leaf becomes the
         return address gopc, as a walk from inside newproc finds it."""
-        size = codemap.CALL_SIZE[self.gb.arch]
-        out = {}
-        for k, v in _items(self.bpf["site_stacks"]):
-            gopc, pcs = int(getattr(k, "value", k)), self._stack(v.stack_id)
-            if pcs and pcs[0] == gopc - size:
-                pcs = [gopc, *pcs[1:]]
-            out[gopc] = pcs
-        return out
+        if not self.per_go_statement:
+            return {int(getattr(k, "value", k)): self._stack(v.stack_id)
+                    for k, v in _items(self.bpf["site_stacks"])}
+        return {int(getattr(k, "value", k)): [int(getattr(k, "value", k)), *v.ips[1:v.n]]
+                for k, v in _items(self.bpf["go_stacks"])}
 
     def records(self) -> list[GoroutineRecord]:
         """The live goroutines in the table (park_probe builds)."""

@@ -63,7 +63,10 @@ ROOTFS_VERSION = "1"  # bump to force a rebuild
 # virtio-pci for the 9p devices, virtio_console for the test channel, 9p over virtio for the
 # root, the checkout and the job directory, overlay for the writable layers.
 MODULES = ("virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay")
-HOST_PACKAGES = ["qemu-system-arm", "mmdebstrap", "qemu-user-static", "arch-test"]
+# The host's: the emulator, the tree builder, and the C cross-compiler the cgo builds of the
+# test programs need (the guest has no C compiler, and no Go toolchain either).
+HOST_PACKAGES = ["qemu-system-arm", "mmdebstrap", "qemu-user-static", "arch-test",
+                 "gcc-aarch64-linux-gnu"]
 BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")  # from qemu-user-static
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 
@@ -363,21 +366,29 @@ class Boot(vmtest.Boot):
 def cross_build() -> None:
     """The guest cannot run the host's x86-64 Go toolchains, so the test programs are built for
     arm64 here first (tests/gobuild.py maps every variant to its arm64 build in the guest):
-    go-leaky and tests/targets/*, plain, stripped and PIE, for $GOTRACE_GO_VERSIONS (the
-    guest's matrix too) or else the newest release of scripts/go-versions."""
+    go-leaky and tests/targets/*, plain, stripped and PIE, and go-leaky also cgo and cgo-PIE
+    (external linking with aarch64-linux-gnu-gcc, as the x86 tests build only go-leaky with
+    cgo), for $GOTRACE_GO_VERSIONS (the guest's matrix too) or else the newest release of
+    scripts/go-versions."""
     sys.path.insert(0, str(ROOT))
-    from tests.gobuild import ARM64_VARIANTS, GO_VERSIONS, build_go, version_key
+    from tests.gobuild import (
+        ARM64_CGO_VARIANTS,
+        ARM64_VARIANTS,
+        GO_VERSIONS,
+        build_go,
+        version_key,
+    )
 
     versions = GO_VERSIONS if os.environ.get("GOTRACE_GO_VERSIONS") else (
         max(GO_VERSIONS, key=version_key),)
-    programs = [ROOT / "examples" / "go-leaky",
-                *sorted(p for p in (ROOT / "tests" / "targets").iterdir()
-                        if p.is_dir() and any(p.glob("*.go")))]  # leakytests: `go test` only
+    leaky = ROOT / "examples" / "go-leaky"
+    programs = [leaky, *sorted(p for p in (ROOT / "tests" / "targets").iterdir()
+                               if p.is_dir() and any(p.glob("*.go")))]  # leakytests: go test
     started = timed(f"cross-compiling {len(programs)} test programs for arm64 "
                     f"(Go {', '.join(versions)})")
     for version in versions:
         for src in programs:
-            for variant in ARM64_VARIANTS:
+            for variant in [*ARM64_VARIANTS, *(ARM64_CGO_VARIANTS if src == leaky else ())]:
                 try:
                     build_go(version, src, variant)
                 except Exception as e:  # a build failure is the run's failure, in one line
