@@ -68,8 +68,8 @@ ARM64_VARIANTS: dict[str, Variant] = {
     "arm64-stripped": Variant(("-ldflags=-s -w",), {"GOARCH": "arm64"}),
     "arm64-pie": Variant(("-buildmode=pie",), {"GOARCH": "arm64"}),
 }
-# cgo for arm64 needs the C cross-compiler (Debian's gcc-aarch64-linux-gnu, which
-# scripts/vmtest --arch arm64 installs): built for the arm64 VM's tests.
+# cgo for arm64 needs the C cross-compiler and arm64 C library (Debian's gcc-aarch64-linux-gnu
+# and libc6-dev-arm64-cross, which scripts/vmtest --arch arm64 installs): for the arm64 VM.
 ARM64_CC = "aarch64-linux-gnu-gcc"
 ARM64_CGO_VARIANTS: dict[str, Variant] = {
     "arm64-cgo": Variant(("-ldflags=-linkmode=external",),

@@ -255,7 +255,8 @@ class LeakTracer(Tracer):
             hits = self.counter("CTR_GO_STATEMENT")
             if hits != seen:
                 seen = hits
-                self.disarm()
+                if not self.disarm():
+                    return  # every probe is off
 
     def _arm_go_statements(self) -> None:
         """One probe on each go statement's call, all in one uprobe_multi link where the
@@ -299,29 +300,34 @@ class LeakTracer(Tracer):
     def disarm(self) -> int:
         """Take off the probes of the go statements whose creation stack is in; returns how
         many remain. With a uprobe_multi link the rest move to a new link first (a go
-        statement may fire in both meanwhile: harmless), then the old one closes."""
+        statement may fire in both meanwhile: harmless), then the old one closes; if no new
+        link can be made (the target is gone), the old one stays."""
         with self._disarming:
             if not self.armed or self.bpf is None:
                 return len(self.armed)
-            done = [k for k in (int(getattr(k, "value", k)) for k in self.bpf["go_stacks"])
-                    if k in self.armed]
+            done = {k for k in (int(getattr(k, "value", k)) for k in self.bpf["go_stacks"])
+                    if k in self.armed}
             if not done:
                 return len(self.armed)
-            for gopc in done:
-                addr = self.armed.pop(gopc)
-                if self._link is None:  # no redirect of stderr: other threads print there
-                    with contextlib.suppress(Exception):
-                        self.bpf.detach_uprobe(name=self.target.exe.encode(), addr=addr,
-                                               pid=self.target.pid)
+            rest = {k: v for k, v in self.armed.items() if k not in done}
             if self._link is not None:
-                old, self._link = self._link, None
-                if self.armed:
-                    fn = self.bpf.funcs[b"on_go"]
-                    self._link = uprobe_multi.attach(fn.fd, self.target.exe,
-                                                     self._file_offsets(self.armed.values()),
-                                                     self.target.pid)
-                os.close(old)
-            return len(self.armed)
+                new = None
+                if rest:
+                    try:
+                        new = uprobe_multi.attach(self.bpf.funcs[b"on_go"].fd, self.target.exe,
+                                                  self._file_offsets(rest.values()),
+                                                  self.target.pid)
+                    except (OSError, CannotTrace):
+                        return len(self.armed)
+                os.close(self._link)
+                self._link = new
+            else:
+                for gopc in done:  # no redirect of stderr: other threads print there
+                    with contextlib.suppress(Exception):
+                        self.bpf.detach_uprobe(name=self.target.exe.encode(),
+                                               addr=self.armed[gopc], pid=self.target.pid)
+            self.armed = rest
+            return len(rest)
 
     def counters(self) -> Counters:
         out = super().counters()

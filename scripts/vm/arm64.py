@@ -66,7 +66,7 @@ MODULES = ("virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay")
 # The host's: the emulator, the tree builder, and the C cross-compiler the cgo builds of the
 # test programs need (the guest has no C compiler, and no Go toolchain either).
 HOST_PACKAGES = ["qemu-system-arm", "mmdebstrap", "qemu-user-static", "arch-test",
-                 "gcc-aarch64-linux-gnu"]
+                 "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"]
 BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")  # from qemu-user-static
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 
