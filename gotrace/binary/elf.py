@@ -114,6 +114,13 @@ class LoadedImage:
     def read_u64(self, vaddr: int) -> int:
         return int.from_bytes(self.read(vaddr, 8), "little")
 
+    def read_pointer(self, vaddr: int) -> int:
+        """A pointer stored in the file, as the loader would relocate it (link-time address)."""
+        return self.read_u64(vaddr)
+
+
+_RELATIVE = frozenset((8, 1027))  # R_X86_64_RELATIVE, R_AARCH64_RELATIVE
+
 
 class ElfImage(LoadedImage):
     """An ELF file mapped into memory; `read(vaddr, n)` reads what a loader would place there."""
@@ -122,6 +129,7 @@ class ElfImage(LoadedImage):
         """path: what to open; name: the file as the user knows it, for messages."""
         self.path = path
         self.name = name or path
+        self._relative: dict[int, int] | None = None  # R_*_RELATIVE: offset -> addend
         try:
             self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - kept open for pyelftools
         except OSError as e:
@@ -236,6 +244,22 @@ class ElfImage(LoadedImage):
         if s is None or s.type == _SHT_NOBITS:
             return None
         return s.addr, s.size
+
+    def read_pointer(self, vaddr: int) -> int:
+        """A pointer stored in the file, as the loader would relocate it (link-time address).
+
+        In a PIE the loader writes an R_*_RELATIVE relocation's addend there, whatever the file
+        holds: GNU ld for arm64 leaves other values in place (it writes the addends only with
+        --apply-dynamic-relocs), as seen in Go's external-linking cgo PIE builds."""
+        if not self.is_pie:
+            return self.read_u64(vaddr)
+        if self._relative is None:
+            data = self.section_bytes(".rela.dyn") or b""
+            self._relative = {off: addend for off, info, addend in
+                              struct.iter_unpack("<QQq", data[: len(data) // 24 * 24])
+                              if info & 0xFFFFFFFF in _RELATIVE}
+        got = self._relative.get(vaddr)
+        return self.read_u64(vaddr) if got is None else got
 
     def section_bytes(self, name: str) -> bytes | None:
         """A section's contents, inflated when SHF_COMPRESSED (Go compresses its DWARF).

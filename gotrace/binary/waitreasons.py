@@ -26,8 +26,8 @@ def _read_strings(img: ElfImage, addr: int, count: int) -> list[str] | None:
     raw = img.read(addr, 16 * count)
     out = []
     for i in range(count):
-        ptr = int.from_bytes(raw[16 * i : 16 * i + 8], "little")
         n = int.from_bytes(raw[16 * i + 8 : 16 * i + 16], "little")
+        ptr = img.read_pointer(addr + 16 * i) if n else 0  # relocated (PIE)
         if n > MAX_LENGTH:
             return None
         out.append(img.read(ptr, n).decode(errors="replace") if n else "")

@@ -132,6 +132,18 @@ def test_decoded_wait_reasons_equal_the_symbol(go_build: GoBuild, version: str) 
                 assert from_symbol(img) is None
 
 
+def test_wait_reasons_of_a_cgo_pie_build_are_relocated(go_build: GoBuild, version: str) -> None:
+    """GNU ld leaves other values than the relocations' in an arm64 PIE's pointers: the
+    strings come from the R_AARCH64_RELATIVE addends, as the loader would write them."""
+    with ElfImage(str(go_build(version, "arm64-plain"))) as img:
+        want = from_symbol(img)
+    with ElfImage(str(go_build(version, "arm64-cgo-pie"))) as img:
+        assert from_symbol(img) == want
+        method = Pclntab(img).lookup("runtime.waitReason.String")
+        assert method is not None
+        assert from_string_method(img, method.entry, method.end) == want
+
+
 # -- allgs -------------------------------------------------------------------------------------
 
 
