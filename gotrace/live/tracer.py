@@ -186,7 +186,7 @@ class LeakTracer(Tracer):
     """attach's build: creation stacks, or the goroutine table.
 
     By default (create_stack_every=None) each `go` statement of the program gets its own probe,
-    on its call to runtime.newproc, which walks that statement's creation stack (site_stacks)
+    on its call to runtime.newproc, which copies that statement's creation stack (go_stacks)
     and is removed once the stack is in: the target pays a probe hit or two per go statement,
     then nothing. With create_stack_every=N one probe on every creation (in newproc's closure)
     counts them and walks one stack in N per go statement. Park state comes from the target's
