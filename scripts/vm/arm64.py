@@ -233,20 +233,8 @@ def module_paths(rootfs: Path, release: str) -> list[Path]:
 
 
 def build_initramfs(rootfs: Path, release: str) -> bytes:
-    archive = initramfs.Newc()
-    for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules"):
-        archive.dir(d)
-    archive.chardev("dev/console", 5, 1)
-    archive.file("bin/busybox", (rootfs / "bin" / "busybox").read_bytes(), 0o755)
-    archive.symlink("bin/sh", "busybox")
-    order = []
-    for path in module_paths(rootfs, release):
-        name, data = initramfs.module_bytes(path)
-        archive.file(f"lib/modules/{name}", data)
-        order.append(name)
-    archive.file("modules", "".join(f"{n}\n" for n in order).encode())
-    archive.file("init", STAGE1.read_bytes(), 0o755)
-    return archive.finish()
+    return initramfs.archive((rootfs / "bin" / "busybox").read_bytes(),
+                             module_paths(rootfs, release), STAGE1.read_bytes())
 
 
 def cached_initramfs(rootfs: Path, release: str) -> Path:

@@ -89,21 +89,27 @@ class Newc:
 
 
 def build(release: str) -> bytes:
-    archive = Newc()
+    return archive(BUSYBOX.read_bytes(), module_paths(release), STAGE1.read_bytes())
+
+
+def archive(busybox: bytes, modules: list[Path], stage1: bytes) -> bytes:
+    """The initramfs of either guest (x86-64 here, arm64 in arm64.py): a static busybox, the
+    kernel modules in load order (listed in /modules) and stage 1 as /init."""
+    out = Newc()
     for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules"):
-        archive.dir(d)
+        out.dir(d)
     # The kernel opens /dev/console for init before anything mounts devtmpfs.
-    archive.chardev("dev/console", 5, 1)
-    archive.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
-    archive.symlink("bin/sh", "busybox")
+    out.chardev("dev/console", 5, 1)
+    out.file("bin/busybox", busybox, 0o755)
+    out.symlink("bin/sh", "busybox")
     order = []
-    for path in module_paths(release):
+    for path in modules:
         name, data = module_bytes(path)
-        archive.file(f"lib/modules/{name}", data)
+        out.file(f"lib/modules/{name}", data)
         order.append(name)
-    archive.file("modules", "".join(f"{n}\n" for n in order).encode())
-    archive.file("init", STAGE1.read_bytes(), 0o755)
-    return archive.finish()
+    out.file("modules", "".join(f"{n}\n" for n in order).encode())
+    out.file("init", stage1, 0o755)
+    return out.finish()
 
 
 def cached(release: str, cache_dir: Path) -> Path:
