@@ -270,11 +270,9 @@ class LeakTracer(Tracer):
         if not self.armed:
             return
         with contextlib.suppress(Exception):  # BCC raises Exception; the kernel OSError
-            fn = self.bpf.load_func(b"on_go", BPF_PROG_TYPE_KPROBE,
-                                    attach_type=uprobe_multi.BPF_TRACE_UPROBE_MULTI)
-            self._link = uprobe_multi.attach(fn.fd, self.target.exe,
-                                             self._file_offsets(self.armed.values()),
-                                             self.target.pid)
+            self.bpf.load_func(b"on_go", BPF_PROG_TYPE_KPROBE,
+                               attach_type=uprobe_multi.BPF_TRACE_UPROBE_MULTI)
+            self._link = self._new_link(self.armed.values())
             return
         exe = self.target.exe.encode()
         for gopc, addr in list(self.armed.items()):  # no uprobe_multi: one by one
@@ -288,14 +286,16 @@ class LeakTracer(Tracer):
             raise CannotTrace(f"cannot attach a uprobe to any of the {len(gopcs)} go "
                               f"statements of {self.gb.img.name}")
 
-    def _file_offsets(self, addrs: Iterable[int]) -> list[int]:
-        out = []
+    def _new_link(self, addrs: Iterable[int]) -> int:
+        """A uprobe_multi link running on_go (loaded for it) at these link-time addresses."""
+        offsets = []
         for a in addrs:
             off = self.gb.img.vaddr_to_offset(a)
             if off is None:
                 raise CannotTrace(f"{a:#x} is in no segment of {self.gb.img.name}")
-            out.append(off)
-        return out
+            offsets.append(off)
+        return uprobe_multi.attach(self.bpf.funcs[b"on_go"].fd, self.target.exe, offsets,
+                                   self.target.pid)
 
     def disarm(self) -> int:
         """Take off the probes of the go statements whose creation stack is in; returns how
@@ -314,9 +314,7 @@ class LeakTracer(Tracer):
                 new = None
                 if rest:
                     try:
-                        new = uprobe_multi.attach(self.bpf.funcs[b"on_go"].fd, self.target.exe,
-                                                  self._file_offsets(rest.values()),
-                                                  self.target.pid)
+                        new = self._new_link(rest.values())
                     except (OSError, CannotTrace):
                         return len(self.armed)
                 os.close(self._link)
