@@ -93,15 +93,11 @@ def _decode_allgadd_x86(code: Code, start: int, end: int) -> tuple[list[int], li
     return rip_targets, atomic_stores
 
 
-def decode_allgadd(code: Code, start: int, end: int,
-                   machine: str | None = None) -> AllgsAddrs | None:
+def decode_allgadd(code: Code, start: int, end: int, machine: str) -> AllgsAddrs | None:
     """The addresses `runtime.allgadd` stores to, or None when its body has another shape.
 
-    machine: "EM_X86_64" or "EM_AARCH64"; by default the image's own (`ElfImage.machine`), or
-    x86-64 for code that does not say.
+    machine: the image's ELF machine (`ElfImage.machine`), "EM_X86_64" or "EM_AARCH64".
     """
-    if machine is None:
-        machine = getattr(code, "machine", "EM_X86_64")
     if not 0 <= end - start <= MAX_DECODE:
         return None
     if machine == "EM_X86_64":

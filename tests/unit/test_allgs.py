@@ -33,7 +33,7 @@ def test_allgadd_decoding_matches_the_symbol_table(go_build: GoBuild, version: s
     assert syms is not None
     f = tab.lookup("runtime.allgadd")
     assert f is not None
-    decoded = decode_allgadd(img, f.entry, f.end)
+    decoded = decode_allgadd(img, f.entry, f.end, img.machine)
     assert decoded is not None
     assert (decoded.allgs, decoded.allglen, decoded.allgptr) == \
         (syms.allgs, syms.allglen, syms.allgptr)
@@ -58,7 +58,7 @@ def test_an_unexpected_allgadd_body_is_refused() -> None:
         def read(self, vaddr: int, size: int) -> bytes:
             return bytes.fromhex("c3") + b"\x90" * (size - 1)  # ret; nops
 
-    assert decode_allgadd(Code(), 0x1000, 0x1040) is None
+    assert decode_allgadd(Code(), 0x1000, 0x1040, "EM_X86_64") is None
 
 
 # -- runtime.g offsets that dump adds, against DWARF -----------------------------------------------

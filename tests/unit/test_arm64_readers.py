@@ -156,7 +156,7 @@ def test_allgadd_decoding_equals_go_tool_nm(go_build: GoBuild, version: str,
         tab = Pclntab(img)
         f = tab.lookup("runtime.allgadd")
         assert f is not None
-        decoded = decode_allgadd(img, f.entry, f.end)
+        decoded = decode_allgadd(img, f.entry, f.end, img.machine)
         assert addrs(decoded) == tuple(want[n] for n in ALLGS)
         assert addrs(decoded) == addrs(from_symbols(img))
         assert addrs(find_allgs(img, tab)) == addrs(decoded)
@@ -171,7 +171,7 @@ def test_stripped_allgs_are_decoded(go_build: GoBuild, version: str) -> None:
         found = find_allgs(img, tab)
         f = tab.lookup("runtime.allgadd")
         assert f is not None
-        assert addrs(decode_allgadd(img, f.entry, f.end)) == addrs(found)
+        assert addrs(decode_allgadd(img, f.entry, f.end, img.machine)) == addrs(found)
     assert found.source == "decoded from runtime.allgadd"
     # `-s -w` is recorded in .go.buildinfo, which grows (by 32 bytes): the sections after it
     # move, so the addresses are compared by their place in their section.
@@ -183,7 +183,7 @@ def test_the_machine_chooses_the_decoder(go_build: GoBuild) -> None:
     with ElfImage(str(go_build(GO_VERSIONS[-1], "arm64-plain"))) as img:
         f = Pclntab(img).lookup("runtime.allgadd")
         assert f is not None
-        assert decode_allgadd(img, f.entry, f.end) is not None
+        assert decode_allgadd(img, f.entry, f.end, img.machine) is not None
         assert decode_allgadd(img, f.entry, f.end, machine="EM_X86_64") is None
         assert decode_allgadd(img, f.entry, f.end, machine="EM_RISCV") is None
 
