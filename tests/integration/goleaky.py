@@ -210,7 +210,7 @@ def leak_session(target: GoLeaky, *, threshold: str = "2s", timeout: float = 90.
         err.wait_for("attached", timeout=timeout)
         target.signal(signal.SIGUSR1)  # the leaks are born after the probes are in
         target.out.wait_for(r"^batch 1 made", timeout=timeout)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOW
         checked = False
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -222,7 +222,7 @@ def leak_session(target: GoLeaky, *, threshold: str = "2s", timeout: float = 90.
             if checked and leaks_seen(report) >= sum(LEAKS.values()):
                 break
         gt.send_signal(signal.SIGINT)
-        gt.wait(timeout=60)
+        gt.wait(timeout=60 * SLOW)
         drain(out)
         drain(err)
     finally:

@@ -20,6 +20,7 @@ from tests.integration.goleaky import (
     gotrace,
     json_reports,
     leak_flags,
+    leak_session,
     markers,
 )
 from tests.integration.lifetimes import LIFETIMES_SRC, Lifetimes, Traced, json_lines
@@ -30,14 +31,9 @@ def test_attach_reports_exactly_the_leaks(go_leaky: tuple[str, str], mode: str) 
     version, binary = go_leaky
     target = GoLeaky(binary, "-on-usr1", *leak_flags())
     try:
-        gt = gotrace("attach", str(target.pid), "--json", "--threshold", "3s",
-                     "--interval", "1s", "--duration", "10s", *ATTACH_MODES[mode])
-        Lines(gt.stderr).wait_for("attached", timeout=60)
-        target.signal(signal.SIGUSR1)  # the leaks are born after the probes are in
-        target.out.wait_for(r"^batch 1 made")
-        stdout, _ = gt.communicate(timeout=60 * SLOW)
-        assert gt.returncode == 0
-        assert_exactly_the_leaks(json_reports(stdout), version, target.pid, 3.0, mode)
+        reports, stderr = leak_session(target, threshold="3s", mode=mode)
+        assert reports, stderr
+        assert_exactly_the_leaks(reports, version, target.pid, 3.0, mode)
         assert_target_unharmed(target)
     finally:
         assert target.stop() == 0
