@@ -479,6 +479,9 @@ def main() -> int:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--configs", default="", help="default: all available")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--name", default="overhead", help="NAME.json and NAME.png in --out")
+    ap.add_argument("--chart", action=argparse.BooleanOptionalAction, default=True,
+                    help="draw NAME.png (needs matplotlib: the bench extra)")
     args = ap.parse_args()
 
     from gotrace.binary.gobinary import GoBinary
@@ -495,6 +498,9 @@ def main() -> int:
     load_before = machine_load()
     cal = calibrate(args.binary, 2.0)
     meta: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                        "arch": platform.machine(),
+                        # scripts/vmtest sets it in its guests: "tcg" is software emulation
+                        "vm_accel": os.environ.get("GOTRACE_VM_ACCEL"),
                         "go": GoBinary.open(args.binary).go_version, "load_before": load_before},
             "duration_s": args.duration, "reps": args.reps, "concurrency": args.concurrency,
             "calibration": cal, "ops": {w: OP[w] for w in workloads},
@@ -524,12 +530,15 @@ def main() -> int:
         targets = check_targets(rows, bands, cal["floor_ns"])
         meta["machine"]["load_after"] = machine_load()
         meta["reps_done"] = rep + 1
-        (out / "overhead.json").write_text(json.dumps(  # after every rep: partial runs survive
+        (out / f"{args.name}.json").write_text(json.dumps(  # after every rep: partial runs survive
             {**meta, "noise_band": bands, "targets": targets, "rows": rows,
              "runs": [r.__dict__ for r in runs]}, indent=1))
     print_table(rows, cal, targets, bands)
-    chart(rows, bands, out / "overhead.png")
-    print(f"wrote {out / 'overhead.json'} and {out / 'overhead.png'}", file=sys.stderr)
+    written = [out / f"{args.name}.json"]
+    if args.chart:
+        chart(rows, bands, out / f"{args.name}.png")
+        written.append(out / f"{args.name}.png")
+    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
     return 0
 
 
