@@ -43,6 +43,10 @@ class AttachOptions:
     ignore: Ignorer | None = None
 
 
+# Say why the detach takes a while from this many perf-event uprobes left (~0.1 s each).
+SAY_SLOW_DETACH = 20
+
+
 def run(opts: AttachOptions) -> int:
     target, gb = open_target(opts.pid)  # bad input (exit 2) first, then the machine (exit 3)
     if not opts.no_bpf:
@@ -117,6 +121,9 @@ def run(opts: AttachOptions) -> int:
             write_leaks_profile(final, opts.pprof)
     finally:
         if tracer is not None:
+            if (slow := tracer.probes_off_one_by_one) >= SAY_SLOW_DETACH:
+                err.print(f"gotrace: taking off {slow} go statement probes, one by one (this "
+                          f"kernel has no uprobe_multi links): ~{slow / 10:.0f} s")
             tracer.close()
         session.close()
         stop.restore()

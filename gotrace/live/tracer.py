@@ -326,6 +326,12 @@ class LeakTracer(Tracer):
             self.armed = rest
             return len(rest)
 
+    @property
+    def probes_off_one_by_one(self) -> int:
+        """go statement probes that close() takes off one at a time: perf-event uprobes, on
+        kernels without uprobe_multi links, each costs Linux an RCU grace period (~0.1 s)."""
+        return len(self.armed) if self._link is None else 0
+
     def counters(self) -> Counters:
         out = super().counters()
         out.lost.table_full += self.seed_table_full
