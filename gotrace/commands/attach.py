@@ -74,17 +74,18 @@ def run(opts: AttachOptions) -> int:
         until = f" for {format_duration(opts.duration_s)}" if opts.duration_s else ""
         reads = f"park state read from its memory every {format_duration(opts.read_interval_s)}"
         go_statements = "one per go statement (each comes off once it walked a creation stack)"
-        runtime = (f"{len(tracer.attached)} on the Go runtime (park times exact)"
-                   if opts.exact and tracer is not None else "")
-        how = (f" on the Go runtime (creations); {reads}" if not opts.exact else
-               " on the Go runtime (park times exact)")
-        if tracer is not None and tracer.per_go_statement:
-            how = f": {runtime} and {go_statements}" if opts.exact else \
-                f", {go_statements}; {reads}"
         if tracer is None:
             err.print(f"[bold]gotrace[/] attached to PID {target.pid} ({target.exe_display}, "
                       f"{gb.go_version}) without BPF: no probe; {reads}.")
         else:
+            if opts.exact and tracer.per_go_statement:
+                how = (f": {len(tracer.attached)} on the Go runtime (park times exact) and "
+                       f"{go_statements}")
+            elif opts.exact:
+                how = " on the Go runtime (park times exact)"
+            else:
+                how = (f", {go_statements}" if tracer.per_go_statement else
+                       " on the Go runtime (creations)") + f"; {reads}"
             banner(err, "gotrace", target, gb, len(tracer.attached) + len(tracer.armed),
                    how + ".")
         err.print(f"gotrace: reporting goroutines parked ≥ {format_duration(opts.threshold_s)} "
