@@ -152,10 +152,12 @@ def build_go(version: str, src_dir: Path | str, variant: str = "plain") -> Path:
     and flags are unchanged.
     """
     src = Path(src_dir)
-    if ON_ARM64 and f"arm64-{variant}" in CROSS_VARIANTS:
+    if ON_ARM64 and (f"arm64-{variant}" in CROSS_VARIANTS or variant in PGO_EDGES):
         variant = f"arm64-{variant}"
-    v = Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version, variant)}",)) if (
-        variant in PGO_EDGES) else {**VARIANTS, **CROSS_VARIANTS}[variant]
+    pgo = variant.removeprefix("arm64-")
+    v = Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version, pgo)}",),
+                {"GOARCH": "arm64"} if variant != pgo else {}) if (
+        pgo in PGO_EDGES) else {**VARIANTS, **CROSS_VARIANTS}[variant]
     cc = v.env.get("CC", "gcc")
     # An arm64 guest has no C compiler: its builds come from the host (scripts/vm/arm64.py).
     if v.needs_cc and not ON_ARM64 and shutil.which(cc) is None and (

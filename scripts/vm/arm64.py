@@ -392,13 +392,15 @@ def cross_build() -> list[str]:
     programs are built for arm64 here first (tests/gobuild.py maps every variant to its arm64
     build in the guest): go-leaky and tests/targets/*, plain, stripped and PIE, and go-leaky
     also cgo and cgo-PIE (external linking with aarch64-linux-gnu-gcc, as the x86 tests build
-    only go-leaky with cgo), for $GOTRACE_GO_VERSIONS (the guest's matrix too) or else the
-    newest release of scripts/go-versions. Returns those releases."""
+    only go-leaky with cgo) and its profile-guided builds (tests.gobuild.PGO_EDGES), for
+    $GOTRACE_GO_VERSIONS (the guest's matrix too) or else the newest release of
+    scripts/go-versions. Returns those releases."""
     sys.path.insert(0, str(ROOT))
     from tests.gobuild import (
         ARM64_CGO_VARIANTS,
         ARM64_VARIANTS,
         GO_VERSIONS,
+        PGO_EDGES,
         build_go,
         version_key,
     )
@@ -412,7 +414,9 @@ def cross_build() -> list[str]:
                     f"(Go {', '.join(versions)})")
     for version in versions:
         for src in programs:
-            for variant in [*ARM64_VARIANTS, *(ARM64_CGO_VARIANTS if src == leaky else ())]:
+            pgo = [f"arm64-{v}" for v in PGO_EDGES] if version_key(version) >= (1, 23) else []
+            for variant in [*ARM64_VARIANTS, *(ARM64_CGO_VARIANTS if src == leaky else ()),
+                            *(pgo if src == leaky else ())]:
                 try:
                     build_go(version, src, variant)
                 except Exception as e:  # a build failure is the run's failure, in one line
