@@ -268,22 +268,26 @@ class LeakTracer(Tracer):
         self.armed = {gopc + bias: gopc - size for gopc in gopcs}
         if not self.armed:
             return
-        with contextlib.suppress(Exception):  # BCC raises Exception; the kernel OSError
+        said = io.StringIO()  # what BCC prints: a line per failure (the target may be exiting)
+        with contextlib.suppress(Exception), capture_stderr(said):  # BCC raises Exception
             self.bpf.load_func(b"on_go", BPF_PROG_TYPE_KPROBE,
                                attach_type=uprobe_multi.BPF_TRACE_UPROBE_MULTI)
             self._link = self._new_link(self.armed.values())
             return
         exe = self.target.exe.encode()
-        for gopc, addr in list(self.armed.items()):  # no uprobe_multi: one by one
-            try:
-                self.bpf.attach_uprobe(name=exe, addr=addr, fn_name=b"on_go_perf",
-                                       pid=self.target.pid)
-            except Exception:
-                del self.armed[gopc]  # its goroutines show their go statement alone
+        with capture_stderr(said):
+            for gopc, addr in list(self.armed.items()):  # no uprobe_multi: one by one
+                try:
+                    self.bpf.attach_uprobe(name=exe, addr=addr, fn_name=b"on_go_perf",
+                                           pid=self.target.pid)
+                except Exception:
+                    del self.armed[gopc]  # its goroutines show their go statement alone
         if not self.armed:
             self.close()
+            last = said.getvalue().strip().splitlines()[-1:]
             raise CannotTrace(f"cannot attach a uprobe to any of the {len(gopcs)} go "
-                              f"statements of {self.gb.img.name}")
+                              f"statements of {self.gb.img.name}"
+                              + (f": {last[0]}" if last else ""))
 
     def _new_link(self, addrs: Iterable[int]) -> int:
         """A uprobe_multi link running on_go (loaded for it) at these link-time addresses."""

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from gotrace.binary.elf import ElfImage
+from tests.gobuild import ON_ARM64
 from tests.integration.goleaky import ROOT, Lines, gotrace, json_reports
 
 CONNS = 7
@@ -88,6 +89,7 @@ def test_rclone_doctor(rclone: tuple[subprocess.Popen[str], int]) -> None:
     assert p.returncode == 0 and not p.stderr, p.stderr
     lines = p.stdout.splitlines()
     assert all(line.startswith("OK   ") for line in lines), p.stdout
+    check = 8 if ON_ARM64 else 4
     want = [
         f"OK   target          PID {proc.pid}: {RCLONE}",
         "OK   container       no: same mount and PID namespaces as gotrace",
@@ -97,8 +99,9 @@ def test_rclone_doctor(rclone: tuple[subprocess.Popen[str], int]) -> None:
         "waitreason 176, gopc 296, startpc 312",
         "OK   wait reasons    27 decoded from runtime.waitReason.String (their numbering changes "
         "between releases)",
-        "OK   hook park       runtime.gopark+0x4: stack-check branch at +4 (tail, hist and "
-        "attach --park-times exact)",
+        # the prologue's stack-check branch: the third instruction on arm64
+        f"OK   hook park       runtime.gopark+{check:#x}: stack-check branch at +{check} (tail, "
+        "hist and attach --park-times exact)",
     ]
     for w in want:
         assert w in lines, (w, p.stdout)

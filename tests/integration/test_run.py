@@ -283,8 +283,10 @@ def test_exit_probe_is_before_the_exit_syscall(go_build: Any, version: str) -> N
     gb = GoBinary.open(str(go_build(version)))
     p = exit_probe(gb)
     f = gb.func("runtime.exit")
-    assert p.addr == f.entry and not p.emulated  # mov edi, [rsp+8]: single-stepped, once
-    assert gb.img.read(p.addr, 4) == bytes.fromhex("8b7c2408")
+    assert p.addr == f.entry and not p.emulated  # single-stepped, once
+    # the exit code at SP+8 into the syscall's first argument
+    assert gb.img.read(p.addr, 4) == (bytes.fromhex("8b7c2408") if gb.arch == "amd64" else
+                                      (0xB9800BE0).to_bytes(4, "little"))  # ldrsw x0, [sp, #8]
 
 
 def test_toolchain_and_match() -> None:
