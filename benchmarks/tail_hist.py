@@ -203,8 +203,10 @@ def bpf_runtime(exe: str, seconds: float) -> list[dict[str, Any]]:
     from gotrace.model import Kind
 
     builds: dict[str, Any] = {
-        "attach (default build)": lambda gb, tg, bias: LeakTracer(gb, tg, create_stack_every=64),
-        "attach --park-times exact": lambda gb, tg, bias: LeakTracer(
+        # a create probe on every creation (attach's default has none: go statement probes)
+        "attach --creation-stacks 64": lambda gb, tg, bias: LeakTracer(
+            gb, tg, create_stack_every=64),
+        "attach --park-times exact --creation-stacks 64": lambda gb, tg, bias: LeakTracer(
             gb, tg, park_probe=True, create_stack_every=64),
         "hist": lambda gb, tg, bias: HistTracer(gb, tg, by_site=False),
         "hist --by site": lambda gb, tg, bias: HistTracer(gb, tg, by_site=True),
