@@ -118,6 +118,11 @@ class LoadedImage:
         """A pointer stored in the file, as the loader would relocate it (link-time address)."""
         return self.read_u64(vaddr)
 
+    def pointers_to(self, target: int) -> list[int]:
+        """Where the loader writes `target` that the file does not hold (ElfImage: a PIE's
+        relocations); none here."""
+        return []
+
 
 _RELATIVE = frozenset((8, 1027))  # R_X86_64_RELATIVE, R_AARCH64_RELATIVE
 
@@ -253,13 +258,24 @@ class ElfImage(LoadedImage):
         --apply-dynamic-relocs), as seen in Go's external-linking cgo PIE builds."""
         if not self.is_pie:
             return self.read_u64(vaddr)
+        got = self._relatives().get(vaddr)
+        return self.read_u64(vaddr) if got is None else got
+
+    def pointers_to(self, target: int) -> list[int]:
+        """Where a PIE's loader writes `target` (R_*_RELATIVE relocations with that addend):
+        pointers the file itself may not hold (see read_pointer). [] outside PIE."""
+        if not self.is_pie:
+            return []
+        return sorted(off for off, addend in self._relatives().items() if addend == target)
+
+    def _relatives(self) -> dict[int, int]:
+        """R_*_RELATIVE relocations: offset -> addend, read once."""
         if self._relative is None:
             data = self.section_bytes(".rela.dyn") or b""
             self._relative = {off: addend for off, info, addend in
                               struct.iter_unpack("<QQq", data[: len(data) // 24 * 24])
                               if info & 0xFFFFFFFF in _RELATIVE}
-        got = self._relative.get(vaddr)
-        return self.read_u64(vaddr) if got is None else got
+        return self._relative
 
     def section_bytes(self, name: str) -> bytes | None:
         """A section's contents, inflated when SHF_COMPRESSED (Go compresses its DWARF).

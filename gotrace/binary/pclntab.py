@@ -39,7 +39,6 @@ _MD_TEXT = 176
 _MD_GOFUNC_119 = 304
 _MD_GOFUNC_120 = 320
 _MD_GOFUNC_127 = 344
-_MD_SIZE = 352
 
 _HEADER_SIZE = 8 + 8 * 8
 _PF_X = 0x1
@@ -234,10 +233,12 @@ class Pclntab:
             raise BadInput(f"{self.name} was built by Go 1.{minor}, which is too old; {_SUPPORTED}")
 
     def _find_moduledata(self, img: ElfImage, hdr: _Header) -> int | None:
-        """Address of runtime.firstmoduledata: the pattern {pcHeader, funcnametab}, else its symbol.
+        """Address of runtime.firstmoduledata: the pattern {pcHeader, funcnametab}, else the
+        relocations that write pcHeader's address, else its symbol.
 
-        The moduledata pointers hold link-time addresses in the file even in PIE (they are also
-        covered by R_*_RELATIVE relocations), so the pattern works for every build mode.
+        The moduledata pointers hold link-time addresses in the file, also in PIE (covered by
+        R_*_RELATIVE relocations too), except where GNU ld for arm64 linked a PIE (cgo): it
+        leaves them to the relocations (ElfImage.read_pointer).
         """
         if self.header_addr + hdr.funcname >= 1 << 64:  # no 64-bit pointer can hold it
             return None
@@ -264,6 +265,9 @@ class Pclntab:
                 if addr % 8 == 0 and self._moduledata_ok(img, addr, hdr):
                     return addr
                 pos = data.find(pat, pos + 1, end)
+        for addr in img.pointers_to(self.header_addr):
+            if addr % 8 == 0 and self._moduledata_ok(img, addr, hdr):
+                return addr
         # Last resort, as parsing .symtab is slow on big binaries.
         sym = img.symbol("runtime.firstmoduledata") if img.has_symtab else None
         if sym is not None and self._moduledata_ok(img, sym[0], hdr):
@@ -272,12 +276,10 @@ class Pclntab:
 
     def _moduledata_ok(self, img: ElfImage, addr: int, hdr: _Header) -> bool:
         try:
-            md = img.read(addr, _MD_SIZE)
+            pchdr, funcnametab, ftab = (img.read_pointer(addr + off)
+                                        for off in (0, _MD_FUNCNAMETAB, _MD_FTAB))
         except BadInput:
             return False
-        (pchdr,) = struct.unpack_from("<Q", md, 0)
-        (funcnametab,) = struct.unpack_from("<Q", md, _MD_FUNCNAMETAB)
-        (ftab,) = struct.unpack_from("<Q", md, _MD_FTAB)
         return bool(
             pchdr == self.header_addr
             and funcnametab == self.header_addr + hdr.funcname
@@ -288,7 +290,7 @@ class Pclntab:
         if self.moduledata_addr is None:
             return None
         try:
-            return self._img.read_u64(self.moduledata_addr + off)
+            return self._img.read_pointer(self.moduledata_addr + off)
         except BadInput:
             return None
 

@@ -144,6 +144,21 @@ def test_wait_reasons_of_a_cgo_pie_build_are_relocated(go_build: GoBuild, versio
         assert from_string_method(img, method.entry, method.end) == want
 
 
+def test_moduledata_of_a_cgo_pie_build_is_found_through_its_relocations(
+        go_build: GoBuild, version: str) -> None:
+    """There the file holds no pointer to pcHeader (GNU ld left it to the relocation): the
+    moduledata is where an R_AARCH64_RELATIVE writes pcHeader's address, runtime.firstmoduledata
+    by the symbol table, and its text start agrees with the header-less releases' too."""
+    with ElfImage(str(go_build(version, "arm64-cgo-pie"))) as img:
+        tab = Pclntab(img)
+        sym = img.symbol("runtime.firstmoduledata")
+        assert sym is not None
+        assert tab.moduledata_addr == sym[0]
+        assert tab.moduledata_addr in img.pointers_to(tab.header_addr)
+        text = img.symbol("runtime.text")
+        assert text is not None and tab.text_start == text[0]
+
+
 # -- allgs -------------------------------------------------------------------------------------
 
 

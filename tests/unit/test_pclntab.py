@@ -78,6 +78,13 @@ def sample_pcs(tab: Pclntab, n: int = 300) -> list[int]:
 # -- against go tool addr2line -------------------------------------------------------------------
 
 
+def no_line_table(tab: Pclntab, pc: int) -> bool:
+    """The function at pc has no pc-line table (offset 0), as linker-made markers such as
+    go:textfipsstart: the runtime then has no line, addr2line reads pctab's first bytes."""
+    i = tab._index_at(pc)
+    return i is not None and tab._rec(i).pcln == 0
+
+
 def test_frames_agree_with_addr2line(
     hello: tuple[ElfImage, Pclntab], version: str, variant: str
 ) -> None:
@@ -104,6 +111,8 @@ def test_frames_agree_with_addr2line(
             fileline = "?:0"
         frames = tab.frames(pc, is_return_address=False)
         got = (frames[-1].function, f"{frames[0].file}:{frames[0].line}") if frames else None
+        if got == (fn, "?:0") and no_line_table(tab, pc):
+            continue  # as the runtime reads it; debug/gosym decodes whatever is at offset 0
         if got != (fn, fileline):
             bad.append(f"{pc:#x}: got {got}, addr2line {(fn, fileline)}")
     assert not bad, f"{len(bad)}/{len(pcs)} PCs differ, e.g.\n" + "\n".join(bad[:10])
