@@ -141,7 +141,7 @@ def test_creation_fallback_is_every_ret_of_newproc1(go_build: GoBuild, version: 
 
 
 def test_amd64_binaries_keep_their_arch_and_hooks(go_build: GoBuild, version: str) -> None:
-    gb = GoBinary.open(str(go_build(version, "plain")), use_cache=False)
+    gb = GoBinary.open(str(go_build(version, "amd64-plain")), use_cache=False)
     try:
         assert gb.arch == "amd64"
         entries = {h.event: (h.addr - gb.func(h.func).entry, h.emulated, h.stack_check, h.why)
