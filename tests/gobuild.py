@@ -145,6 +145,16 @@ def go_command(version: str) -> Path:
     return go
 
 
+def variant_flags(version: str, variant: str) -> Variant:
+    """What a build variant means: one of VARIANTS or CROSS_VARIANTS, or a profile-guided build
+    (PGO_EDGES; "arm64-" before it for its arm64 build) with that release's profile."""
+    base = variant.removeprefix("arm64-")
+    if base in PGO_EDGES:
+        return Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version, base)}",),
+                       {"GOARCH": "arm64"} if base != variant else {})
+    return {**VARIANTS, **CROSS_VARIANTS}[variant]
+
+
 def build_go(version: str, src_dir: Path | str, variant: str = "plain") -> Path:
     """Build `src_dir` with Go `version` in build mode `variant`; returns the cached binary.
 
@@ -154,10 +164,7 @@ def build_go(version: str, src_dir: Path | str, variant: str = "plain") -> Path:
     src = Path(src_dir)
     if ON_ARM64 and (f"arm64-{variant}" in CROSS_VARIANTS or variant in PGO_EDGES):
         variant = f"arm64-{variant}"
-    pgo = variant.removeprefix("arm64-")
-    v = Variant((f"-gcflags=all=-pgoprofile={pgo_profile(version, pgo)}",),
-                {"GOARCH": "arm64"} if variant != pgo else {}) if (
-        pgo in PGO_EDGES) else {**VARIANTS, **CROSS_VARIANTS}[variant]
+    v = variant_flags(version, variant)
     cc = v.env.get("CC", "gcc")
     # An arm64 guest has no C compiler: its builds come from the host (scripts/vm/arm64.py).
     if v.needs_cc and not ON_ARM64 and shutil.which(cc) is None and (
