@@ -382,13 +382,17 @@ class LeakTracer(Tracer):
         before (created_ns 0: seeded) none, as in the memory modes."""
         sites = self.site_stacks() if self.per_go_statement else {}
         none: list[int] = []
+
+        def creation(v: Any) -> list[int]:
+            if not self.per_go_statement:
+                return self._stack(v.create_stack)
+            return sites.get(v.gopc, none) if v.created_ns else none
+
         return [GoroutineRecord(
             goid=v.goid, gaddr=v.gaddr, created_ns=v.created_ns,
             parked_ns=v.parked_ns, gopc=v.gopc, startpc=v.startpc, parent_goid=v.parent_goid,
             wait_reason=v.wait_reason, flags=v.flags, park_caller=v.park_caller,
-            create_stack=(sites.get(v.gopc, none) if v.created_ns else none)
-            if self.per_go_statement else self._stack(v.create_stack),
-            park_stack=self._stack(v.park_stack),
+            create_stack=creation(v), park_stack=self._stack(v.park_stack),
         ) for k, v in _items(self.bpf["goroutines"])]
 
     def seed(self, records: Iterable[GoroutineRecord]) -> SeedResult:
